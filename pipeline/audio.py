@@ -1,0 +1,102 @@
+"""Audio input without torchcodec or FFmpeg: soundfile to read, torchaudio's functional API to resample."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+
+from pipeline.errors import DataError
+
+AudioRef = str | dict[str, Any]  # a path, or a Hub row {"path": ..., "bytes": ...}
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    duration: float
+    sample_rate: int
+    channels: int
+
+
+def describe(ref: AudioRef) -> str:
+    if isinstance(ref, dict):
+        return str(ref.get("path") or "<audio bytes>")
+    return str(ref)
+
+
+def _open_source(ref: AudioRef) -> Any:
+    if isinstance(ref, dict):
+        data = ref.get("bytes")
+        if data:
+            return io.BytesIO(data)
+        path = ref.get("path")
+        if not path:
+            raise DataError("audio row has neither bytes nor a path")
+        return path
+    return ref
+
+
+def read_audio(ref: AudioRef, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
+    """Read any soundfile-supported file (wav, flac, ogg/opus, mp3) as mono float32.
+
+    Channels are averaged; the signal is resampled to `sample_rate` when given. Raises
+    `DataError` naming the file when it cannot be decoded or holds non-finite samples.
+    """
+    try:
+        data, sr = sf.read(_open_source(ref), dtype="float32", always_2d=True)
+    except Exception as exc:  # soundfile raises LibsndfileError, RuntimeError, TypeError...
+        raise DataError(f"{describe(ref)}: cannot read audio ({str(exc).strip().splitlines()[0]})") from None
+    if data.shape[0] == 0:
+        raise DataError(f"{describe(ref)}: audio has no samples")
+    audio = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+    if not np.isfinite(audio).all():
+        raise DataError(f"{describe(ref)}: audio holds NaN or infinite samples")
+    if sample_rate is not None and sr != sample_rate:
+        audio = resample(audio, sr, sample_rate)
+        sr = sample_rate
+    return np.ascontiguousarray(audio, dtype=np.float32), int(sr)
+
+
+def resample(audio: np.ndarray, orig_sr: int, new_sr: int) -> np.ndarray:
+    if orig_sr == new_sr:
+        return audio
+    return AF.resample(torch.from_numpy(np.ascontiguousarray(audio)), int(orig_sr), int(new_sr)).numpy()
+
+
+def probe(ref: AudioRef, decode: bool = True) -> AudioInfo:
+    """Measure an audio file; with `decode`, also read every sample so broken files fail here, once.
+
+    Headers can lie (truncated files, wrong frame counts): decoding the file once while the data set
+    is prepared means a file that passes never fails later in the middle of a training run.
+    """
+    if decode:
+        try:
+            data, sr = sf.read(_open_source(ref), dtype="float32", always_2d=True)
+        except Exception as exc:
+            raise DataError(f"cannot read audio ({str(exc).strip().splitlines()[0]})") from None
+        if data.shape[0] == 0:
+            raise DataError("audio has no samples")
+        if not np.isfinite(data).all():
+            raise DataError("audio holds NaN or infinite samples")
+        return AudioInfo(duration=data.shape[0] / sr, sample_rate=int(sr), channels=int(data.shape[1]))
+    try:
+        info = sf.info(_open_source(ref))
+    except Exception as exc:
+        raise DataError(f"cannot read audio header ({str(exc).strip().splitlines()[0]})") from None
+    if info.frames <= 0:
+        raise DataError("audio has no samples")
+    return AudioInfo(duration=info.frames / info.samplerate, sample_rate=int(info.samplerate), channels=int(info.channels))
+
+
+def write_wav(path: str, audio: np.ndarray, sample_rate: int) -> None:
+    """Write a 16-bit WAV atomically (temporary name, then rename)."""
+    import os
+
+    tmp = f"{path}.tmp-{os.getpid()}"
+    sf.write(tmp, np.clip(audio, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
+    os.replace(tmp, path)

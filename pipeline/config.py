@@ -1,0 +1,311 @@
+"""Recipes: YAML files read once into typed dataclasses.
+
+A recipe is the single source of every setting of a run. `load_recipe` reads the YAML with
+`yaml.safe_load`, applies `key=value` overrides from the command line (dotted keys, values parsed
+as YAML scalars), and builds the nested dataclasses below. An unknown key is an error that names
+it; so is a value of the wrong type. Recipes may start from another one with `base: other.yaml`
+(a path relative to the recipe), whose keys they override.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from pipeline.errors import RecipeError
+
+
+@dataclass
+class DataSpec:
+    """Where utterances come from: a local folder or manifest, or a Hub dataset (online only).
+
+    A plain string in a recipe is shorthand for `{path: STRING}`.
+    """
+
+    path: str
+    config: str | None = None  # Hub dataset configuration name
+    split: str | None = None  # Hub dataset split (local folders: sub-folder name)
+    audio_column: str | None = None  # default: file_name (folders) / audio / path
+    text_column: str = "text"
+    speaker_column: str | None = "speaker"
+    limit: int | None = None  # keep only the first N rows (quick experiments)
+
+
+@dataclass
+class DataConfig:
+    train: DataSpec | None = None
+    eval: DataSpec | None = None
+    min_duration: float = 0.0  # seconds; shorter utterances are skipped and reported
+    max_duration: float = 20.0  # seconds; longer utterances are skipped and reported
+    normalizer: str = "default"  # see pipeline.data.text.NORMALIZERS
+    on_bad_rows: Literal["skip", "error"] = "skip"
+    num_proc: int = 1  # processes for measuring audio files (cached afterwards)
+    cache_dir: str | None = None  # default: ~/.cache/speech-pipeline
+
+
+@dataclass
+class ModelConfig:
+    family: str = "auto"  # auto | wav2vec2 | hubert | wavlm | wav2vec2-conformer | wav2vec2-bert | parakeet
+    name_or_path: str | None = None  # Hub id or local directory
+    config: dict[str, Any] | None = None  # inline architecture (used when name_or_path is empty)
+    feature_extractor: dict[str, Any] | None = None  # feature-extractor overrides (inline configs)
+    tokenizer: Literal["characters", "checkpoint"] = "characters"
+    freeze_feature_encoder: bool | None = None  # None: on for checkpoints that support it
+    mask_time_prob: float | None = None
+    mask_time_length: int | None = None
+    mask_feature_prob: float | None = None
+    mask_feature_length: int | None = None
+    layerdrop: float | None = None
+    dropout: float | None = None  # hidden dropout / encoder dropout, family-specific key
+    revision: str | None = None
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    max_steps: int | None = None  # optimizer steps; overrides epochs when set
+    max_minutes: float | None = None  # wall-clock cap; a checkpoint is written when it is hit
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.0
+    adam_beta2: float = 0.98
+    warmup_steps: int | None = None
+    warmup_ratio: float = 0.1
+    lr_schedule: Literal["linear", "cosine", "constant"] = "linear"
+    batch_seconds: float = 120.0  # total audio seconds per batch on each process
+    max_batch_size: int = 64
+    max_padding: float = 0.25  # largest share of padding a batch may carry before it is split
+    gradient_accumulation: int = 1
+    max_grad_norm: float = 1.0
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    eval_every: int = 0  # steps; 0: at the end of each epoch
+    save_every: int = 0  # steps; 0: at the end of each epoch
+    keep_last: int = 2
+    resume: bool = False
+    log_every: int = 10
+    num_workers: int = 0
+    threads: int | None = None  # torch intra-op threads (CPU); default: all cores of this process
+    push_to_hub: bool = False
+    hub_model_id: str | None = None
+
+
+@dataclass
+class EvalConfig:
+    batch_seconds: float = 240.0
+    max_batch_size: int = 64
+    max_utterances: int | None = None  # periodic evaluation on a subset (final evaluation uses all)
+    examples: int = 3  # transcripts printed after training
+
+
+@dataclass
+class Recipe:
+    output_dir: str
+    task: str = "asr"
+    seed: int = 0
+    description: str = ""
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    if not path.is_file():
+        raise RecipeError(f"{path}: recipe file not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise RecipeError(f"{path}:{where}: malformed YAML: {problem}") from None
+    except UnicodeDecodeError:
+        raise RecipeError(f"{path}: not UTF-8 text") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{path}: a recipe must be a mapping of keys, got {type(raw).__name__}")
+    base = raw.pop("base", None)
+    if base is not None:
+        base_path = (path.parent / str(base)).resolve()
+        if base_path in seen:
+            raise RecipeError(f"{path}: 'base' forms a cycle through {base_path}")
+        merged = _read_yaml(base_path, seen + (path.resolve(),))
+        _deep_update(merged, raw)
+        raw = merged
+    return raw
+
+
+def _deep_update(dst: dict[str, Any], src: dict[str, Any]) -> None:
+    for key, value in src.items():
+        if isinstance(value, dict) and isinstance(dst.get(key), dict) and key != "config":
+            _deep_update(dst[key], value)
+        else:
+            dst[key] = value
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`train.learning_rate=3e-4` -> (["train", "learning_rate"], 0.0003)."""
+    if "=" not in text:
+        raise RecipeError(f"override {text!r}: expected KEY=VALUE, e.g. train.max_steps=100")
+    key, value = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise RecipeError(f"override {text!r}: empty key")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        parsed = value
+    return key.split("."), parsed
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = raw
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                # e.g. data.train=folder then data.train.split=x: promote the string spec to a mapping
+                if isinstance(child, str):
+                    child = node[part] = {"path": child}
+                else:
+                    raise RecipeError(f"override {text!r}: {part!r} is not a section")
+            node = child
+        node[parts[-1]] = value
+        # A model given on the command line replaces an inline architecture from the recipe.
+        if parts == ["model", "name_or_path"] and value:
+            raw.get("model", {}).pop("config", None)
+    return raw
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp)).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except RecipeError as exc:
+                errors.append(str(exc))
+        raise RecipeError(errors[-1] if errors else f"{key}: invalid value {value!r}")
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise RecipeError(f"{key}: {value!r} is not one of {', '.join(map(str, choices))}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if tp is DataSpec and isinstance(value, str):
+            value = {"path": value}
+        if not isinstance(value, dict):
+            raise RecipeError(f"{key}: expected a mapping of keys, got {value!r}")
+        return build(tp, value, key)
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise RecipeError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise RecipeError(f"{key}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise RecipeError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise RecipeError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise RecipeError(f"{key}: expected a string, got {value!r}")
+    raise RecipeError(f"{key}: unsupported type {_type_name(tp)}")
+
+
+def build(cls: type, raw: dict[str, Any], prefix: str = "") -> Any:
+    """Build dataclass `cls` from a mapping, rejecting unknown keys by their dotted name."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in names:
+            dotted = f"{prefix}.{key}" if prefix else str(key)
+            known = ", ".join(sorted(names))
+            raise RecipeError(f"unknown recipe key {dotted!r} (known here: {known})")
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        dotted = f"{prefix}.{f.name}" if prefix else f.name
+        if f.name in raw:
+            kwargs[f.name] = _coerce(raw[f.name], hints[f.name], dotted)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise RecipeError(f"missing recipe key {dotted!r}")
+    return cls(**kwargs)
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    raw = _read_yaml(Path(path))
+    raw = apply_overrides(raw, list(overrides or []))
+    recipe = build(Recipe, raw)
+    validate(recipe)
+    return recipe
+
+
+def recipe_from_dict(raw: dict[str, Any], overrides: list[str] | None = None) -> Recipe:
+    raw = apply_overrides(dict(raw), list(overrides or []))
+    recipe = build(Recipe, raw)
+    validate(recipe)
+    return recipe
+
+
+def validate(recipe: Recipe) -> None:
+    t = recipe.train
+    if t.learning_rate <= 0:
+        raise RecipeError(f"train.learning_rate: must be positive, got {t.learning_rate}")
+    if t.batch_seconds <= 0:
+        raise RecipeError(f"train.batch_seconds: must be positive, got {t.batch_seconds}")
+    if t.gradient_accumulation < 1:
+        raise RecipeError("train.gradient_accumulation: must be at least 1")
+    if t.max_steps is not None and t.max_steps < 0:
+        raise RecipeError("train.max_steps: must be 0 or more")
+    if not 0 <= t.max_padding < 1:
+        raise RecipeError("train.max_padding: must be in [0, 1)")
+    if recipe.data.min_duration > recipe.data.max_duration:
+        raise RecipeError("data.min_duration is larger than data.max_duration")
+    if recipe.model.name_or_path is None and recipe.model.config is None:
+        raise RecipeError("model: set model.name_or_path (Hub id or directory) or an inline model.config")
+
+
+def dump_recipe(recipe: Recipe) -> str:
+    return yaml.safe_dump(recipe.to_dict(), sort_keys=False)

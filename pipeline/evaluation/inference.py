@@ -1,0 +1,91 @@
+"""Batched, length-sorted greedy CTC transcription that gives the same text at any batch size.
+
+Features are computed one utterance at a time (exactly as `transformers.pipeline` computes them)
+and only then padded, and frames past each utterance's end are forced to blank, so padding a
+batch never changes a transcript.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipeline.data.batching import eval_batches
+
+
+def output_mask(model: Any, attention_mask: torch.Tensor, frames: int) -> torch.Tensor:
+    """Boolean (batch, frames) mask of the CTC output frames that belong to real audio."""
+    base = getattr(model, "module", model)
+    if hasattr(base, "_get_output_attention_mask"):  # Parakeet
+        return base._get_output_attention_mask(attention_mask, target_length=frames).bool()
+    if hasattr(base, "_get_feat_extract_output_lengths"):
+        lengths = base._get_feat_extract_output_lengths(attention_mask.sum(-1))
+        lengths = torch.as_tensor(lengths, device=attention_mask.device)
+        return torch.arange(frames, device=attention_mask.device)[None, :] < lengths[:, None]
+    return torch.ones(attention_mask.shape[0], frames, dtype=torch.bool, device=attention_mask.device)
+
+
+def featurize(feature_extractor: Any, audios: Sequence[np.ndarray]) -> dict[str, torch.Tensor]:
+    """Per-utterance features, then padded: batch composition cannot change any utterance's features."""
+    sr = feature_extractor.sampling_rate
+    singles = [feature_extractor(a, sampling_rate=sr, return_attention_mask=True, return_tensors="np") for a in audios]
+    key = feature_extractor.model_input_names[0]
+    arrays = [s[key][0] for s in singles]
+    longest = max(a.shape[0] for a in arrays)
+    pad_value = float(getattr(feature_extractor, "padding_value", 0.0))
+    batch = np.full((len(arrays), longest, *arrays[0].shape[1:]), pad_value, dtype=np.float32)
+    mask = np.zeros((len(arrays), longest), dtype=np.int64)
+    for i, a in enumerate(arrays):
+        batch[i, : a.shape[0]] = a
+        mask[i, : a.shape[0]] = 1
+    return {key: torch.from_numpy(batch), "attention_mask": torch.from_numpy(mask)}
+
+
+class Transcriber:
+    """Greedy CTC decoding of many utterances, sorted by length and batched by total seconds."""
+
+    def __init__(self, model: Any, feature_extractor: Any, tokenizer: Any, device: torch.device | str | None = None,
+                 batch_seconds: float = 240.0, max_batch_size: int = 64) -> None:
+        self.model = model
+        self.feature_extractor = feature_extractor
+        self.tokenizer = tokenizer
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.batch_seconds = batch_seconds
+        self.max_batch_size = max_batch_size
+        self.blank = int(getattr(model, "module", model).config.pad_token_id)
+
+    @torch.inference_mode()
+    def logits_to_text(self, logits: torch.Tensor, mask: torch.Tensor) -> list[str]:
+        ids = logits.argmax(dim=-1)
+        ids[~mask] = self.blank
+        return [self.tokenizer.decode(row[: int(m.sum())].tolist()) for row, m in zip(ids, mask, strict=True)]
+
+    @torch.inference_mode()
+    def transcribe_batch(self, audios: Sequence[np.ndarray]) -> list[str]:
+        inputs = {k: v.to(self.device) for k, v in featurize(self.feature_extractor, audios).items()}
+        was_training = self.model.training
+        self.model.eval()
+        logits = self.model(**inputs).logits.float()
+        if was_training:
+            self.model.train()
+        mask = output_mask(self.model, inputs["attention_mask"], logits.shape[1])
+        return self.logits_to_text(logits, mask)
+
+    def transcribe(self, audios: Sequence[np.ndarray], progress: bool = False) -> list[str]:
+        """Transcripts in input order."""
+        sr = self.feature_extractor.sampling_rate
+        durations = [len(a) / sr for a in audios]
+        order = sorted(range(len(audios)), key=lambda i: (-durations[i], i))
+        out: list[str] = [""] * len(audios)
+        batches = eval_batches(order, durations, self.batch_seconds, self.max_batch_size)
+        if progress:
+            from tqdm.auto import tqdm
+
+            batches = tqdm(batches, desc="transcribing", unit="batch")
+        for b in batches:
+            for i, text in zip(b, self.transcribe_batch([audios[i] for i in b]), strict=True):
+                out[i] = text
+        return out

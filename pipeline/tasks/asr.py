@@ -1,0 +1,210 @@
+"""CTC speech recognition: any family of pipeline.models.asr on any data spec."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+
+from pipeline.audio import read_audio
+from pipeline.config import Recipe, dump_recipe
+from pipeline.data.prepare import SkipReport, prepare_split
+from pipeline.data.sources import describe_spec, load_spec
+from pipeline.data.text import build_vocab, get_normalizer
+from pipeline.errors import DataError, RecipeError
+from pipeline.evaluation.evaluate import PIPELINE_META, default_cache_dir, score, transcribe_table
+from pipeline.evaluation.inference import Transcriber, featurize
+from pipeline.io import write_json, write_text
+from pipeline.models.asr import (
+    build_model,
+    character_tokenizer,
+    detect_family,
+    load_checkpoint_tokenizer,
+    load_feature_extractor,
+    preflight,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def _oov_checker(tokenizer: Any) -> Any:
+    unk = tokenizer.unk_token_id
+
+    def check(text: str) -> str | None:
+        if unk is None:
+            return None
+        ids = tokenizer(text).input_ids
+        if unk in ids:
+            bad = sorted({ch for ch in text if ch != " " and tokenizer(ch).input_ids and unk in tokenizer(ch).input_ids})
+            return f"characters outside the tokenizer's vocabulary: {''.join(bad)!r}"
+        return None
+
+    return check
+
+
+def _mask_spans(features: torch.Tensor, lengths: list[int], prob: float, span: int, axis: int) -> None:
+    """SpecAugment-style masking of log-mel features in place (families without built-in masking)."""
+    for i, n in enumerate(lengths):
+        size = n if axis == 1 else features.shape[2]
+        count = int(prob * size / max(span, 1) + torch.rand(()).item())
+        for _ in range(count):
+            width = int(torch.randint(1, span + 1, ()).item())
+            start = int(torch.randint(0, max(size - width, 1), ()).item())
+            if axis == 1:
+                features[i, start : start + width, :] = 0.0
+            else:
+                features[i, :n, start : start + width] = 0.0
+
+
+class ASRTask:
+    name = "asr"
+    main_metric = "wer"
+
+    def __init__(self, recipe: Recipe) -> None:
+        self.recipe = recipe
+        self._model: torch.nn.Module | None = None
+        self.report = SkipReport()
+
+    # ---------------------------------------------------------------------------------------
+    def setup(self, accelerator: Accelerator) -> None:
+        r = self.recipe
+        d, m = r.data, r.model
+        if d.train is None:
+            raise RecipeError("data.train: the training data spec is missing")
+        self.family = detect_family(m)
+        self.feature_extractor = load_feature_extractor(self.family, m)
+        self.sample_rate = int(self.feature_extractor.sampling_rate)
+        normalize = get_normalizer(d.normalizer)
+        keep_tokenizer = m.tokenizer == "checkpoint"
+        common = dict(normalize=normalize, min_duration=d.min_duration, max_duration=d.max_duration, need_text=True,
+                      on_bad_rows=d.on_bad_rows, cache_dir=d.cache_dir or default_cache_dir(), num_proc=d.num_proc)
+        with accelerator.main_process_first():  # the main process measures audio once; the others read the cache
+            tokenizer = load_checkpoint_tokenizer(m) if keep_tokenizer else None
+            self.train = prepare_split(load_spec(d.train), "train", describe_spec(d.train), self.report,
+                                       check_text=_oov_checker(tokenizer) if tokenizer else None, **common)
+            if tokenizer is None:  # the vocabulary comes from the train split only: no evaluation text leaks in
+                tokenizer = character_tokenizer(build_vocab(self.train["text"], blank_last=self.family.blank_last))
+            self.eval = None
+            if d.eval is not None:
+                self.eval = prepare_split(load_spec(d.eval), "eval", describe_spec(d.eval), self.report, **common)
+        self.tokenizer = tokenizer
+        logger.info("data: %s", self.report.summary())
+        if accelerator.is_main_process:
+            Path(r.output_dir).mkdir(parents=True, exist_ok=True)
+            self.report.write(Path(r.output_dir) / "data_report.json")
+        self._model = build_model(self.family, m, tokenizer, keep_head=keep_tokenizer)
+        preflight(self._model, tokenizer, where=m.name_or_path or "model.config")
+        self._durations = [float(x) for x in self.train["duration"]]
+        self._audio = self.train["audio"]
+        self._text = self.train["text"]
+        self._wav2vec2_masking = self.family.has_wav2vec2_masking
+        n = sum(p.numel() for p in self._model.parameters())
+        logger.info("model: %s, %.2f M parameters, vocabulary %d, blank id %d", self.family.name, n / 1e6, len(tokenizer),
+                    tokenizer.pad_token_id)
+
+    @property
+    def model(self) -> torch.nn.Module:
+        assert self._model is not None, "call setup() first"
+        return self._model
+
+    def train_durations(self) -> list[float]:
+        return self._durations
+
+    def train_example(self, index: int) -> dict[str, Any]:
+        return {"audio": self._audio[index], "text": self._text[index], "duration": self._durations[index]}
+
+    # ---------------------------------------------------------------------------------------
+    def collate(self, rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+        audios, texts = [], []
+        for row in rows:
+            try:
+                audios.append(read_audio(row["audio"], self.sample_rate)[0])
+                texts.append(row["text"])
+            except DataError as exc:  # changed on disk since it was measured: skip, never crash mid-run
+                logger.warning("skipping an utterance during training: %s", exc)
+        if not audios:
+            return None
+        batch: dict[str, Any] = featurize(self.feature_extractor, audios)
+        m = self.recipe.model
+        if not self._wav2vec2_masking and (m.mask_time_prob or m.mask_feature_prob):
+            feats, lengths = batch[self.feature_extractor.model_input_names[0]], batch["attention_mask"].sum(-1).tolist()
+            if m.mask_time_prob:
+                _mask_spans(feats, lengths, m.mask_time_prob, m.mask_time_length or 10, axis=1)
+            if m.mask_feature_prob:
+                _mask_spans(feats, lengths, m.mask_feature_prob, m.mask_feature_length or 10, axis=2)
+        ids = [self.tokenizer(t).input_ids for t in texts]
+        longest = max(len(x) for x in ids)
+        labels = torch.full((len(ids), longest), -100, dtype=torch.long)
+        for i, x in enumerate(ids):
+            labels[i, : len(x)] = torch.tensor(x, dtype=torch.long)
+        batch["labels"] = labels
+        batch["units"] = sum(len(x) for x in ids)
+        batch["audio_seconds"] = sum(len(a) for a in audios) / self.sample_rate
+        return batch
+
+    def loss(self, model: torch.nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        device = next(model.parameters()).device
+        key = self.feature_extractor.model_input_names[0]
+        out = model(**{key: batch[key].to(device)}, attention_mask=batch["attention_mask"].to(device),
+                    labels=batch["labels"].to(device))
+        return out.loss.float(), torch.tensor(float(batch["units"]))
+
+    # ---------------------------------------------------------------------------------------
+    def evaluate(self, accelerator: Accelerator, model: torch.nn.Module, limit: int | None = None) -> dict[str, Any]:
+        if self.eval is None:
+            return {}
+        table = self.eval
+        if limit is not None and limit < len(table):
+            table = table.select(np.linspace(0, len(table) - 1, limit).round().astype(int).tolist())
+        e = self.recipe.eval
+        transcriber = Transcriber(model, self.feature_extractor, self.tokenizer, device=accelerator.device,
+                                  batch_seconds=e.batch_seconds, max_batch_size=e.max_batch_size)
+        hyps = transcribe_table(accelerator, transcriber, table)
+        if not accelerator.is_main_process:
+            return {}
+        metrics, _ = score(table, hyps, self.recipe.data.normalizer)
+        return {"wer": metrics["wer"], "cer": metrics["cer"]}
+
+    # ---------------------------------------------------------------------------------------
+    def save(self, model: torch.nn.Module, output_dir: Path, metrics: dict[str, Any]) -> None:
+        """A Hugging Face model directory that `transformers.pipeline` loads as it is."""
+        model.save_pretrained(output_dir, safe_serialization=True)
+        self.tokenizer.save_pretrained(output_dir)
+        self.feature_extractor.save_pretrained(output_dir)
+        meta = {"task": "asr", "family": self.family.name, "normalizer": self.recipe.data.normalizer,
+                "sample_rate": self.sample_rate, "train_data": describe_spec(self.recipe.data.train)}
+        write_json(Path(output_dir) / PIPELINE_META, meta)
+        write_text(Path(output_dir) / "README.md", model_card(self.recipe, self.family.name, metrics, self.report))
+        if self.recipe.train.push_to_hub:
+            repo = self.recipe.train.hub_model_id or Path(output_dir).name
+            model.push_to_hub(repo)
+            self.tokenizer.push_to_hub(repo)
+            self.feature_extractor.push_to_hub(repo)
+
+
+def model_card(recipe: Recipe, family: str, metrics: dict[str, Any], report: SkipReport) -> str:
+    d = recipe.data
+    wer, cer = metrics.get("eval_wer"), metrics.get("eval_cer")
+    lines = [
+        "---", "library_name: transformers", "pipeline_tag: automatic-speech-recognition", "tags: [ctc, speech-pipeline]", "---",
+        "", f"# {Path(recipe.output_dir).name}", "",
+        f"A {family} CTC model trained with speech-pipeline (`scripts/train.py`). {recipe.description}".strip(), "",
+        "## Data", "",
+        f"- train: `{describe_spec(d.train) if d.train else '-'}`",
+        f"- eval: `{describe_spec(d.eval) if d.eval else '-'}`",
+        f"- normalisation: `{d.normalizer}` (see `pipeline/data/text.py`); durations {d.min_duration}–{d.max_duration} s",
+        f"- {report.summary()}", "",
+        "## Results", "",
+        "| split | WER | CER |", "|---|---|---|",
+        f"| eval | {wer:.4f} | {cer:.4f} |" if isinstance(wer, float) and isinstance(cer, float) else "| eval | - | - |", "",
+        f"Training: {metrics.get('steps')} steps, {metrics.get('train_minutes')} minutes, stopped by {metrics.get('stop_reason')}.", "",
+        "## Usage", "", "```python", "import soundfile as sf", "from transformers import pipeline", "",
+        f'asr = pipeline("automatic-speech-recognition", model="{recipe.output_dir}")',
+        'audio, sr = sf.read("speech.wav", dtype="float32")', 'print(asr({"raw": audio, "sampling_rate": sr})["text"])', "```", "",
+        "## Recipe", "", "```yaml", dump_recipe(recipe).rstrip(), "```", "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,44 @@
+"""What a task hands the shared training loop.
+
+The loop (pipeline.training.loop) owns devices, precision, accumulation, logging, checkpoints and
+resume. A task owns everything specific to a model: data preparation, batch collation, the loss,
+metrics and what a finished model directory holds. ASR, self-supervised pretraining, vocoders
+and acoustic models all plug in here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from accelerate import Accelerator
+
+
+class Task(Protocol):
+    name: str
+    main_metric: str  # e.g. "wer"; lower is better
+
+    def setup(self, accelerator: Accelerator) -> None:
+        """Load data and build the model (every process)."""
+
+    @property
+    def model(self) -> torch.nn.Module: ...
+
+    def train_durations(self) -> list[float]:
+        """Duration (seconds) of each training example, for duration batching."""
+
+    def train_example(self, index: int) -> dict[str, Any]:
+        """One training example (a table row); the DataLoader reads these."""
+
+    def collate(self, rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """A model-ready batch from rows (None for an empty list)."""
+
+    def loss(self, model: torch.nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(summed loss, number of units it is summed over), so the loop can normalise globally."""
+
+    def evaluate(self, accelerator: Accelerator, model: torch.nn.Module, limit: int | None = None) -> dict[str, Any]:
+        """Metrics on the evaluation split (every process takes part; the main one gets the result)."""
+
+    def save(self, model: torch.nn.Module, output_dir: Path, metrics: dict[str, Any]) -> None:
+        """Write a finished, self-contained model directory (main process only)."""

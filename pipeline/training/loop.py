@@ -1,0 +1,284 @@
+"""The one training loop every task uses (accelerate: one CPU/GPU, DDP, FSDP, DeepSpeed).
+
+Losses are *summed* by the task and divided here by the number of units (target tokens, frames)
+in the whole optimizer step across every process and accumulation micro-batch. Gradients are
+therefore the same whether a step's utterances run on one process or on many, in one micro-batch
+or in several. Steps whose gradient is not finite are skipped and counted, never applied.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration, set_seed
+from torch.utils.data import DataLoader
+from transformers import get_scheduler
+
+from pipeline.config import Recipe, dump_recipe
+from pipeline.data.batching import DurationBatchSampler
+from pipeline.io import write_json, write_text
+from pipeline.tasks.base import Task
+from pipeline.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from pipeline.training.plots import plot_history
+
+logger = logging.getLogger(__name__)
+
+
+def make_accelerator(recipe: Recipe) -> Accelerator:
+    cpu = not torch.cuda.is_available() or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true")
+    mp = recipe.train.mixed_precision
+    if mp == "fp16" and cpu:
+        from pipeline.errors import RecipeError
+
+        raise RecipeError("train.mixed_precision=fp16 needs a GPU; use bf16 (works on CPU) or no")
+    return Accelerator(
+        cpu=cpu,
+        mixed_precision=mp,
+        log_with="tensorboard",
+        project_config=ProjectConfiguration(project_dir=recipe.output_dir, logging_dir=str(Path(recipe.output_dir) / "logs")),
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+        step_scheduler_with_optimizer=False,
+    )
+
+
+class _Rows(torch.utils.data.Dataset):
+    def __init__(self, task: Task) -> None:
+        self.task = task
+        self.n = len(task.train_durations())
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.task.train_example(i)
+
+
+class Trainer:
+    def __init__(self, recipe: Recipe, task: Task, accelerator: Accelerator) -> None:
+        self.recipe = recipe
+        self.task = task
+        self.acc = accelerator
+        self.out = Path(recipe.output_dir)
+        self.history: list[dict[str, Any]] = []
+
+    # ---------------------------------------------------------------------------------------
+    def _sampler(self) -> DurationBatchSampler:
+        t = self.recipe.train
+        return DurationBatchSampler(
+            self.task.train_durations(), batch_seconds=t.batch_seconds, max_batch_size=t.max_batch_size,
+            max_padding=t.max_padding, num_replicas=self.acc.num_processes, rank=self.acc.process_index,
+            seed=self.recipe.seed,
+        )
+
+    def _optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
+        t = self.recipe.train
+        decay, no_decay = [], []
+        for name, p in model.named_parameters():
+            if not p.requires_grad:
+                continue
+            (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
+        groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        return torch.optim.AdamW(groups, lr=t.learning_rate, betas=(0.9, t.adam_beta2), eps=1e-8)
+
+    def _log(self, record: dict[str, Any]) -> None:
+        self.history.append(record)
+        if self.acc.is_main_process:
+            with open(self.out / "train_log.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+        self.acc.log({k: v for k, v in record.items() if k != "step" and isinstance(v, (int, float))}, step=record["step"])
+
+    # ---------------------------------------------------------------------------------------
+    def fit(self) -> dict[str, Any]:
+        recipe, acc, task = self.recipe, self.acc, self.task
+        t = recipe.train
+        started = time.monotonic()
+        if acc.is_main_process:
+            self.out.mkdir(parents=True, exist_ok=True)
+            write_text(self.out / "recipe.yaml", dump_recipe(recipe))
+        acc.wait_for_everyone()
+        set_seed(recipe.seed)
+
+        model = task.model
+        optimizer = self._optimizer(model)
+        sampler = self._sampler()
+        batches_per_epoch = len(sampler)
+        steps_per_epoch = math.ceil(batches_per_epoch / t.gradient_accumulation)
+        total_steps = t.max_steps if t.max_steps is not None else t.epochs * steps_per_epoch
+        warmup = t.warmup_steps if t.warmup_steps is not None else int(t.warmup_ratio * total_steps)
+        scheduler = get_scheduler(
+            {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}[t.lr_schedule],
+            optimizer, num_warmup_steps=warmup, num_training_steps=max(total_steps, 1),
+        )
+        model, optimizer, scheduler = acc.prepare(model, optimizer, scheduler)
+
+        state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "skipped_nonfinite": 0, "audio_seconds": 0.0,
+                 "train_seconds": 0.0, "history": []}
+        if t.resume:
+            ckpt = latest_checkpoint(self.out)
+            if ckpt is None:
+                logger.warning("train.resume=true but %s holds no complete checkpoint: starting from scratch", self.out / "checkpoints")
+            else:
+                state = load_checkpoint(acc, ckpt)
+                self.history = list(state.get("history", []))
+                logger.info("resumed from %s (step %d, epoch %d, batch %d)", ckpt, state["step"], state["epoch"], state["batch_in_epoch"])
+        elif acc.is_main_process and (self.out / "train_log.jsonl").exists():
+            (self.out / "train_log.jsonl").unlink()
+        sampler.set_epoch(state["epoch"], state["batch_in_epoch"])
+        if acc.is_main_process:
+            acc.init_trackers("train", config={"task": recipe.task, "lr": t.learning_rate, "batch_seconds": t.batch_seconds})
+
+        loader = DataLoader(_Rows(task), batch_sampler=sampler, collate_fn=task.collate, num_workers=t.num_workers,
+                            persistent_workers=False)
+        filler = task.collate([task.train_example(min(range(len(sampler.durations)), key=sampler.durations.__getitem__))])
+
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total_steps, initial=state["step"], desc="training", unit="step", disable=not acc.is_local_main_process,
+                   dynamic_ncols=True)
+        step = state["step"]
+        stop_reason = "max_steps" if t.max_steps is not None else "epochs"
+        deadline = started + 60 * t.max_minutes if t.max_minutes else None
+        window: dict[str, float] = {"loss": 0.0, "units": 0.0, "audio": 0.0, "time": 0.0}
+        last_saved = step
+        last_eval_metrics: dict[str, Any] = {}
+        last_eval_step = -1
+
+        def checkpoint() -> None:
+            nonlocal last_saved
+            state.update(step=step, epoch=sampler.epoch, batch_in_epoch=sampler.start, history=self.history)
+            save_checkpoint(acc, self.out, step, state, t.keep_last)
+            last_saved = step
+
+        def run_eval() -> dict[str, Any]:
+            metrics = task.evaluate(acc, acc.unwrap_model(model), limit=recipe.eval.max_utterances)
+            if acc.is_main_process and metrics:
+                self._log({"step": step, **{f"eval_{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}})
+                bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
+            return metrics
+
+        model.train()
+        stopped_early = False
+        while step < total_steps and (t.max_steps is not None or sampler.epoch < t.epochs):
+            iterator = iter(loader)
+            exhausted = False
+            while step < total_steps and not exhausted:
+                group = []
+                for _ in range(t.gradient_accumulation):
+                    try:
+                        group.append(next(iterator))
+                    except StopIteration:
+                        exhausted = True
+                        break
+                if not group:
+                    break
+                t0 = time.monotonic()
+                loss_sum, units, audio = self._step(model, optimizer, scheduler, group, filler, state)
+                sampler.start += len(group)
+                step += 1
+                window["loss"] += loss_sum
+                window["units"] += units
+                window["audio"] += audio
+                window["time"] += time.monotonic() - t0
+                state["audio_seconds"] += audio
+                bar.update(1)
+                if step % t.log_every == 0 or step == total_steps:
+                    loss = window["loss"] / max(window["units"], 1.0)
+                    rec = {"step": step, "loss": loss, "lr": scheduler.get_last_lr()[0], "epoch": sampler.epoch,
+                           "audio_seconds_per_second": window["audio"] / max(window["time"], 1e-9)}
+                    self._log(rec)
+                    bar.set_postfix(loss=f"{loss:.3f}", lr=f"{rec['lr']:.2e}")
+                    window = dict.fromkeys(window, 0.0)
+                epoch_end = exhausted or sampler.start >= batches_per_epoch
+                if (t.eval_every and step % t.eval_every == 0) or (not t.eval_every and epoch_end):
+                    last_eval_metrics, last_eval_step = run_eval(), step
+                if (t.save_every and step % t.save_every == 0) or (not t.save_every and epoch_end):
+                    checkpoint()
+                if deadline is not None and time.monotonic() > deadline:
+                    stopped_early = True
+                    break
+            if stopped_early:
+                stop_reason = f"max_minutes ({t.max_minutes})"
+                break
+            if sampler.start >= batches_per_epoch:
+                sampler.set_epoch(sampler.epoch + 1, 0)
+        bar.close()
+        state["train_seconds"] = state.get("train_seconds", 0.0) + (time.monotonic() - started)
+        if step != last_saved or stopped_early:
+            checkpoint()
+
+        final = last_eval_metrics if last_eval_step == step else run_eval()
+        summary = {"steps": step, "epochs_completed": sampler.epoch, "stop_reason": stop_reason,
+                   "skipped_nonfinite_steps": state["skipped_nonfinite"],
+                   "train_minutes": round(state["train_seconds"] / 60, 2),
+                   "audio_hours_seen": round(state["audio_seconds"] / 3600, 3), **{f"eval_{k}": v for k, v in final.items()}}
+        if acc.is_main_process:
+            task.save(acc.unwrap_model(model), self.out, summary)
+            write_json(self.out / "train_results.json", summary)
+            plot_history(self.history, self.out / "training_curves.png", metric=task.main_metric)
+        acc.end_training()
+        acc.wait_for_everyone()
+        return summary
+
+    # ---------------------------------------------------------------------------------------
+    def _step(self, model, optimizer, scheduler, group, filler, state) -> tuple[float, float, float]:
+        acc, task = self.acc, self.task
+        real = [b for b in group if b is not None]
+        local_units = sum(float(b["units"]) for b in real)
+        units = acc.reduce(torch.tensor(local_units, device=acc.device), reduction="sum").item() if acc.num_processes > 1 else local_units
+        scale = acc.num_processes / max(units, 1.0)  # DDP averages over processes: undo it
+        total = 0.0
+        for i, batch in enumerate(group):
+            sync = i == len(group) - 1
+            ctx = contextlib.nullcontext() if sync or acc.num_processes == 1 else acc.no_sync(model)
+            with ctx:
+                if batch is None:  # this process got no utterance from a tiny global batch
+                    loss_sum, _ = task.loss(model, filler)
+                    loss = loss_sum * 0.0
+                else:
+                    loss_sum, _ = task.loss(model, batch)
+                    total += float(loss_sum.detach())
+                    loss = loss_sum * scale
+                acc.backward(loss)
+        t = self.recipe.train
+        params = [p for p in model.parameters() if p.requires_grad]
+        if t.max_grad_norm and t.max_grad_norm > 0:
+            norm = acc.clip_grad_norm_(params, t.max_grad_norm)
+        else:
+            norm = torch.norm(torch.stack([p.grad.detach().norm() for p in params if p.grad is not None]))
+        if torch.isfinite(torch.as_tensor(norm)).item():  # the norm of all-reduced gradients: same on every process
+            optimizer.step()
+        else:
+            state["skipped_nonfinite"] += 1
+            logger.warning("non-finite loss or gradient: optimizer step skipped (%d so far)", state["skipped_nonfinite"])
+            total = 0.0
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        audio = sum(float(b.get("audio_seconds", 0.0)) for b in real)
+        if acc.num_processes > 1:
+            stats = acc.reduce(torch.tensor([total, audio], device=acc.device), reduction="sum")
+            total, audio = float(stats[0]), float(stats[1])
+        return total, units, audio
+
+
+def run_training(recipe: Recipe) -> dict[str, Any]:
+    """Build the accelerator and the recipe's task, then train."""
+    from pipeline.tasks import build_task
+
+    t = recipe.train
+    if t.threads:
+        torch.set_num_threads(t.threads)
+    acc = make_accelerator(recipe)
+    logging.basicConfig(level=logging.INFO if acc.is_main_process else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    task = build_task(recipe)
+    task.setup(acc)
+    return Trainer(recipe, task, acc).fit()

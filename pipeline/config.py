@@ -55,7 +55,9 @@ class ModelConfig:
     name_or_path: str | None = None  # Hub id or local directory
     config: dict[str, Any] | None = None  # inline architecture (used when name_or_path is empty)
     feature_extractor: dict[str, Any] | None = None  # feature-extractor overrides (inline configs)
-    tokenizer: Literal["characters", "checkpoint"] = "characters"
+    # characters: a new vocabulary from the train split and a new head; checkpoint: keep the checkpoint's
+    # tokenizer and head; auto: keep them when the checkpoint has a tokenizer covering the train text
+    tokenizer: Literal["characters", "checkpoint", "auto"] = "characters"
     freeze_feature_encoder: bool | None = None  # None: on for checkpoints that support it
     mask_time_prob: float | None = None
     mask_time_length: int | None = None
@@ -89,6 +91,7 @@ class TrainConfig:
     resume: bool = False
     log_every: int = 10
     num_workers: int = 0
+    feature_cache_gb: float = 2.0  # keep computed model inputs in memory up to this size (0: off)
     threads: int | None = None  # torch intra-op threads (CPU); default: all cores of this process
     push_to_hub: bool = False
     hub_model_id: str | None = None

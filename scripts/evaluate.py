@@ -1,7 +1,11 @@
 #!/usr/bin/env python
-"""Evaluate a model on a data spec: writes OUT/metrics.json and OUT/predictions.jsonl.
+"""Evaluate a model on a data spec: writes OUT/metrics.json, OUT/predictions.jsonl, OUT/report.html.
 
-Example: python scripts/evaluate.py --model runs/quickstart --data data/synth/test --output runs/quickstart/eval
+Examples:
+  python scripts/evaluate.py --model runs/quickstart --data data/synth/test --output runs/quickstart/eval
+  python scripts/evaluate.py --model runs/quickstart --data data/synth/test --output runs/quickstart/eval_lm \
+      --decoder beam --lm runs/quickstart/lm --beam-width 64 --alpha 0.5 --beta 1.5
+See docs/evaluation.md for how to read the outputs.
 """
 
 from __future__ import annotations
@@ -28,13 +32,30 @@ def main() -> None:
     p.add_argument("--batch-seconds", type=float, default=240.0)
     p.add_argument("--max-duration", type=float, default=3600.0, help="skip longer files (seconds)")
     p.add_argument("--strict", action="store_true", help="fail on the first unusable row instead of skipping it")
+    p.add_argument("--decoder", choices=("greedy", "beam"), default="greedy",
+                   help="greedy CTC, or beam search (pyctcdecode) with an optional n-gram LM")
+    p.add_argument("--lm", help="LM directory from scripts/build_lm.py (default with --decoder beam: the model "
+                                "directory's language_model/, if any)")
+    p.add_argument("--beam-width", type=int, default=None, help="beams kept (default 64)")
+    p.add_argument("--alpha", type=float, default=None, help="LM weight (default: the LM's attrs.json, 0.5)")
+    p.add_argument("--beta", type=float, default=None, help="word insertion bonus (default: attrs.json, 1.5)")
+    p.add_argument("--chunk-seconds", type=float, default=20.0,
+                   help="transcribe audio longer than this in overlapping windows of this length (0: never)")
+    p.add_argument("--stride-seconds", type=float, default=None,
+                   help="overlap kept as context on each side of a window (default: chunk/6)")
+    p.add_argument("--group-by", default="speaker", help="column for the per-group breakdown (default: speaker)")
+    p.add_argument("--no-report", action="store_true", help="skip report.html and the plots")
     a = p.parse_args()
     setup_logging()
     spec = DataSpec(path=a.data, config=a.config, split=a.split, text_column=a.text_column, audio_column=a.audio_column)
     m = evaluate_model(a.model, spec, a.output, normalizer=a.normalizer, batch_seconds=a.batch_seconds,
-                       max_duration=a.max_duration, on_bad_rows="error" if a.strict else "skip")
-    keys = ("wer", "cer", "substitutions", "deletions", "insertions", "num_utterances", "normalizer")
-    print(json.dumps({k: m[k] for k in keys}))
+                       max_duration=a.max_duration, on_bad_rows="error" if a.strict else "skip",
+                       decoder=a.decoder, lm=a.lm, beam_width=a.beam_width, alpha=a.alpha, beta=a.beta,
+                       chunk_seconds=a.chunk_seconds, stride_seconds=a.stride_seconds, group_by=a.group_by,
+                       write_html=not a.no_report)
+    keys = ("wer", "wer_ci95", "cer", "cer_ci95", "substitutions", "deletions", "insertions", "num_utterances",
+            "normalizer", "decoding")
+    print(json.dumps({k: m.get(k) for k in keys}))
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
         "--seed", type=int, default=0, help="random seed for texts, voices and prosody (default 0)"
     )
     ap.add_argument("--sample-rate", type=int, default=16000, help="output sample rate in Hz (default 16000)")
-    ap.add_argument("--workers", type=int, default=None, help="processes (default: 2 for large corpora)")
+    ap.add_argument("--workers", type=int, default=1, help="synthesis processes (default 1)")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
     try:

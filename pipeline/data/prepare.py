@@ -61,13 +61,13 @@ class SkipReport:
 
 def _files_key(ds: datasets.Dataset, decode: bool) -> str:
     h = hashlib.sha256(f"v{PROBE_VERSION}:{decode}".encode())
-    for ref in ds["audio"]:
+    for ref, problem in zip(ds["audio"], ds["problem"], strict=True):
         if isinstance(ref, str):
             try:
                 st = os.stat(ref)
-                h.update(f"{ref}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+                h.update(f"{ref}\0{st.st_size}\0{st.st_mtime_ns}\0{problem}\n".encode())
             except OSError:
-                h.update(f"{ref}\0missing\n".encode())
+                h.update(f"{ref}\0missing\0{problem}\n".encode())
         else:  # Hub rows: the table's own fingerprint covers the bytes
             h.update(ds._fingerprint.encode())
             break
@@ -95,7 +95,9 @@ def measure(ds: datasets.Dataset, cache_dir: str | Path, num_proc: int = 1, deco
     cache = Path(cache_dir).expanduser()
     cache.mkdir(parents=True, exist_ok=True)
     cache_file = cache / f"probe-{_files_key(ds, decode)}.arrow"
-    return ds.map(
+    # Only the measurements are cached (keyed by the files and known problems): a cached copy of the
+    # whole table would bring back stale transcripts, speakers or row numbers after metadata edits.
+    probed = ds.select_columns(["audio", "problem"]).map(
         _probe_batch,
         batched=True,
         batch_size=64,
@@ -105,6 +107,10 @@ def measure(ds: datasets.Dataset, cache_dir: str | Path, num_proc: int = 1, deco
         load_from_cache_file=True,
         desc="measuring audio",
     )
+    ds = ds.remove_columns(["problem"])
+    for column in ("problem", "duration", "sample_rate"):
+        ds = ds.add_column(column, list(probed[column]))
+    return ds
 
 
 def prepare_split(

@@ -51,8 +51,14 @@ def transcribe_table(accelerator: Any, transcriber: Transcriber, table: datasets
     return out  # type: ignore[return-value]
 
 
-def score(table: datasets.Dataset, hypotheses: list[str], normalizer: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Metrics and per-utterance predictions; references in `table['text']` are already normalised."""
+def score(table: datasets.Dataset, hypotheses: list[str], normalizer: str, group_by: str = "speaker",
+          details: bool = True) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Metrics and per-utterance predictions; references in `table['text']` are already normalised.
+
+    With `details`, each row also gets its word `alignment` and the metrics get `top_errors`,
+    `by_<group_by>` (default `by_speaker`), `by_duration` and bootstrap intervals (`wer_ci95`,
+    `cer_ci95`, `ci_method`): see `add_analysis`.
+    """
     normalize = get_normalizer(normalizer)
     refs = list(table["text"])
     hyps = [normalize(h) for h in hypotheses]
@@ -70,7 +76,30 @@ def score(table: datasets.Dataset, hypotheses: list[str], normalizer: str) -> tu
             **u,
         })
     metrics = {**rates, "normalizer": normalizer, "audio_hours": round(sum(table["duration"]) / 3600, 4)}
+    if details:
+        if group_by not in ("speaker", "") and group_by in table.column_names:
+            for row, value in zip(rows, table[group_by], strict=True):
+                row[group_by] = value
+        add_analysis(metrics, rows, group_by)
     return metrics, rows
+
+
+def add_analysis(metrics: dict[str, Any], rows: list[dict[str, Any]], group_by: str = "speaker") -> None:
+    """Alignments per row; error pairs, breakdowns and 95% bootstrap intervals into `metrics`.
+
+    The intervals resample speakers (cluster bootstrap) when the `speaker` column names at least
+    two speakers, otherwise utterances; see `pipeline.evaluation.stats`.
+    """
+    from pipeline.evaluation.alignment import align_words, breakdown, duration_bins, top_errors
+    from pipeline.evaluation.stats import confidence_intervals
+
+    for row in rows:
+        row["alignment"] = align_words(row["reference"], row["hypothesis"])
+    metrics.update(confidence_intervals(rows, cluster_column="speaker"))
+    metrics["top_errors"] = top_errors(r["alignment"] for r in rows)
+    if group_by:
+        metrics[f"by_{group_by}"] = breakdown(rows, group_by)
+    metrics["by_duration"] = duration_bins(rows)
 
 
 def load_model_dir(model_dir: str, device: str | torch.device | None = None) -> tuple[Any, Any, Any, dict[str, Any]]:
@@ -103,7 +132,26 @@ def evaluate_model(
     on_bad_rows: str = "skip",
     accelerator: Any = None,
     cache_dir: str | None = None,
+    decoder: str = "greedy",
+    lm: str | None = None,
+    beam_width: int | None = None,
+    alpha: float | None = None,
+    beta: float | None = None,
+    chunk_seconds: float | None = None,
+    stride_seconds: float | None = None,
+    group_by: str = "speaker",
+    write_html: bool = True,
 ) -> dict[str, Any]:
+    """Transcribe `data` with the model and write metrics.json, predictions.jsonl, report.html.
+
+    `decoder`: "greedy" or "beam" (pyctcdecode; with the n-gram LM at `lm`, or the model
+    directory's own `language_model/` when `lm` is None). Audio longer than `chunk_seconds`
+    (default 20; 0 turns chunking off) is transcribed in overlapping windows (`long_audio`).
+    """
+    from pipeline.evaluation.long_audio import DEFAULT_CHUNK_SECONDS
+
+    if chunk_seconds is None:
+        chunk_seconds = DEFAULT_CHUNK_SECONDS
     model, fe, tok, meta = load_model_dir(model_dir, device=accelerator.device if accelerator is not None else None)
     normalizer = normalizer or meta.get("normalizer", "default")
     report = SkipReport()
@@ -112,10 +160,12 @@ def evaluate_model(
         min_duration=0.0, max_duration=max_duration, need_text=True, on_bad_rows=on_bad_rows,
         cache_dir=cache_dir or default_cache_dir(),
     )
-    transcriber = Transcriber(model, fe, tok, batch_seconds=batch_seconds)
+    transcriber, decoding = build_transcriber(model, fe, tok, model_dir, decoder=decoder, lm=lm, beam_width=beam_width,
+                                              alpha=alpha, beta=beta, batch_seconds=batch_seconds,
+                                              chunk_seconds=chunk_seconds, stride_seconds=stride_seconds)
     hyps = transcribe_table(accelerator, transcriber, table, progress=True)
-    metrics, rows = score(table, hyps, normalizer)
-    metrics.update(model=str(model_dir), data=describe_spec(data), skipped_rows=report.count())
+    metrics, rows = score(table, hyps, normalizer, group_by=group_by)
+    metrics.update(model=str(model_dir), data=describe_spec(data), skipped_rows=report.count(), decoding=decoding)
     is_main = accelerator is None or accelerator.is_main_process
     if is_main:
         out = Path(output)
@@ -123,7 +173,43 @@ def evaluate_model(
         write_jsonl(out / "predictions.jsonl", rows)
         write_json(out / "metrics.json", metrics)
         report.write(out / "data_report.json")
+        if write_html:
+            from pipeline.evaluation.report import write_report
+
+            write_report(out, metrics, rows, group_column=group_by or "speaker")
     return metrics
+
+
+def build_transcriber(model: Any, fe: Any, tok: Any, model_dir: str | Path, decoder: str = "greedy",
+                      lm: str | None = None, beam_width: int | None = None, alpha: float | None = None,
+                      beta: float | None = None, batch_seconds: float = 240.0, chunk_seconds: float | None = None,
+                      stride_seconds: float | None = None, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+    """(transcriber, description for metrics.json): greedy or beam search, chunking long audio."""
+    from pipeline.errors import ModelError
+    from pipeline.evaluation.long_audio import make_transcriber
+
+    if decoder == "greedy":
+        if lm is not None:
+            raise ModelError("--lm needs --decoder beam")
+        base: Transcriber = Transcriber(model, fe, tok, batch_seconds=batch_seconds, **kwargs)
+        decoding: dict[str, Any] = {"decoder": "greedy"}
+    elif decoder == "beam":
+        from pipeline.evaluation.lm import DEFAULT_BEAM_WIDTH, BeamSearchTranscriber, describe_decoder, find_lm_dir
+        from pipeline.evaluation.lm import load_decoder as load_ctc_decoder
+
+        if lm is None and find_lm_dir(model_dir) is not None and Path(model_dir, "language_model").is_dir():
+            lm = str(model_dir)
+            logger.info("beam search with the model directory's language model (%s/language_model)", model_dir)
+        width = beam_width or DEFAULT_BEAM_WIDTH
+        ctc_decoder = load_ctc_decoder(tok, lm, alpha=alpha, beta=beta)
+        base = BeamSearchTranscriber(model, fe, tok, ctc_decoder, beam_width=width, batch_seconds=batch_seconds, **kwargs)
+        decoding = describe_decoder("beam", lm, width, alpha, beta)
+    else:
+        raise ModelError(f"--decoder: unknown decoder {decoder!r} (choose greedy or beam)")
+    if chunk_seconds:
+        decoding["chunk_seconds"] = float(chunk_seconds)
+        decoding["stride_seconds"] = float(stride_seconds if stride_seconds is not None else chunk_seconds / 6)
+    return make_transcriber(base, chunk_seconds, stride_seconds), decoding
 
 
 def default_cache_dir() -> str:

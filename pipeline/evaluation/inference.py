@@ -1,8 +1,11 @@
 """Batched, length-sorted greedy CTC transcription that gives the same text at any batch size.
 
-Features are computed one utterance at a time (exactly as `transformers.pipeline` computes them)
-and only then padded, and frames past each utterance's end are forced to blank, so padding a
-batch never changes a transcript.
+Features are computed one utterance at a time (exactly as `transformers.pipeline` computes them,
+attention mask included) and only then padded, and frames past each utterance's end are forced to
+blank, so padding a batch never changes a transcript: each one is the text `transformers.pipeline`
+gives for that utterance alone. Models whose outputs do depend on padding (a group-normalised
+convolutional feature encoder, Wav2Vec2-Conformer's depthwise convolutions) are run one utterance
+at a time.
 """
 
 from __future__ import annotations
@@ -28,19 +31,48 @@ def output_mask(model: Any, attention_mask: torch.Tensor, frames: int) -> torch.
     return torch.ones(attention_mask.shape[0], frames, dtype=torch.bool, device=attention_mask.device)
 
 
+def pads_exactly(model: Any) -> bool:
+    """Whether padding a batch leaves every utterance's logits as they are alone.
+
+    Not so for a group-normalised convolutional feature encoder (wav2vec2/HuBERT/WavLM *base*: the
+    first layer's statistics span the padded signal) nor for Wav2Vec2-Conformer (its depthwise
+    convolutions read the padded frames); those are transcribed one utterance at a time.
+    """
+    config = getattr(model, "module", model).config
+    return not (getattr(config, "feat_extract_norm", None) == "group" or config.model_type == "wav2vec2-conformer")
+
+
 def featurize(feature_extractor: Any, audios: Sequence[np.ndarray]) -> dict[str, torch.Tensor]:
-    """Per-utterance features, then padded: batch composition cannot change any utterance's features."""
+    """Per-utterance features, then padded: batch composition cannot change any utterance's features.
+
+    The attention mask is the feature extractor's own, as `transformers.pipeline` passes it: log-mel
+    extractors (Parakeet, SeamlessM4T for Wav2Vec2-BERT) mark a trailing partial frame as padding.
+    `frames_mask` covers each utterance's whole feature sequence: the pipeline decodes every output
+    frame of it, so the decoder does too.
+    """
     sr = feature_extractor.sampling_rate
-    singles = [feature_extractor(a, sampling_rate=sr, return_attention_mask=True, return_tensors="np") for a in audios]
     key = feature_extractor.model_input_names[0]
+    singles = [feature_extractor(a, sampling_rate=sr, return_attention_mask=True, return_tensors="np") for a in audios]
     arrays = [s[key][0] for s in singles]
+    valid = [int(s["attention_mask"][0].sum()) if "attention_mask" in s else a.shape[0]
+             for s, a in zip(singles, arrays, strict=True)]
+    batch = pad_features(arrays, float(getattr(feature_extractor, "padding_value", 0.0)), key, valid=valid)
+    batch["frames_mask"] = pad_features(arrays, 0.0, key)["attention_mask"]
+    return batch
+
+
+def pad_features(arrays: Sequence[np.ndarray], pad_value: float, key: str,
+                 valid: Sequence[int] | None = None) -> dict[str, torch.Tensor]:
+    """Stack per-utterance inputs (samples, or frames x features) with padding and an attention mask.
+
+    `valid`: the number of real frames of each input (default: all of them).
+    """
     longest = max(a.shape[0] for a in arrays)
-    pad_value = float(getattr(feature_extractor, "padding_value", 0.0))
     batch = np.full((len(arrays), longest, *arrays[0].shape[1:]), pad_value, dtype=np.float32)
     mask = np.zeros((len(arrays), longest), dtype=np.int64)
     for i, a in enumerate(arrays):
         batch[i, : a.shape[0]] = a
-        mask[i, : a.shape[0]] = 1
+        mask[i, : a.shape[0] if valid is None else valid[i]] = 1
     return {key: torch.from_numpy(batch), "attention_mask": torch.from_numpy(mask)}
 
 
@@ -54,7 +86,7 @@ class Transcriber:
         self.tokenizer = tokenizer
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.batch_seconds = batch_seconds
-        self.max_batch_size = max_batch_size
+        self.max_batch_size = max_batch_size if pads_exactly(model) else 1
         self.blank = int(getattr(model, "module", model).config.pad_token_id)
 
     @torch.inference_mode()
@@ -66,12 +98,13 @@ class Transcriber:
     @torch.inference_mode()
     def transcribe_batch(self, audios: Sequence[np.ndarray]) -> list[str]:
         inputs = {k: v.to(self.device) for k, v in featurize(self.feature_extractor, audios).items()}
+        frames = inputs.pop("frames_mask")
         was_training = self.model.training
         self.model.eval()
         logits = self.model(**inputs).logits.float()
         if was_training:
             self.model.train()
-        mask = output_mask(self.model, inputs["attention_mask"], logits.shape[1])
+        mask = output_mask(self.model, frames, logits.shape[1])
         return self.logits_to_text(logits, mask)
 
     def transcribe(self, audios: Sequence[np.ndarray], progress: bool = False) -> list[str]:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 import transformers
 from transformers import (
     AutoConfig,
@@ -153,7 +154,7 @@ def build_model(family: Family, cfg: ModelConfig, tokenizer: Any, keep_head: boo
         for key, value in {**ctc, **opts}.items():
             target = config.encoder_config if family.nested_encoder and key not in ctc else config
             setattr(target, key, value)
-        if not keep_head:
+        if not keep_head or config.vocab_size is None:  # a pretrained-only checkpoint may leave it unset
             config.vocab_size = vocab_size
             config.pad_token_id = pad_id
         try:
@@ -163,6 +164,8 @@ def build_model(family: Family, cfg: ModelConfig, tokenizer: Any, keep_head: boo
             )
         except (OSError, ValueError) as exc:
             raise ModelError(f"{cfg.name_or_path}: cannot load the model ({str(exc).splitlines()[0]})") from None
+        if not keep_head:  # a new vocabulary: a new output layer, even where the checkpoint's has the same size
+            reset_output_layer(model)
         freeze = cfg.freeze_feature_encoder
         if freeze is None:
             freeze = family.can_freeze_feature_encoder
@@ -186,6 +189,28 @@ def build_model(family: Family, cfg: ModelConfig, tokenizer: Any, keep_head: boo
     if freeze:
         model.freeze_feature_encoder()
     return model
+
+
+def output_layer(model: PreTrainedModel) -> torch.nn.Module | None:
+    """The CTC output layer: `lm_head` (wav2vec2-style families) or `ctc_head` (Parakeet)."""
+    for name in ("lm_head", "ctc_head"):
+        head = getattr(model, name, None)
+        if isinstance(head, torch.nn.Module):
+            return head
+    return None
+
+
+def reset_output_layer(model: PreTrainedModel) -> None:
+    """Fresh weights for the output layer (normal, std = config.initializer_range; zero bias)."""
+    head = output_layer(model)
+    if head is None or getattr(head, "weight", None) is None:
+        raise ModelError(f"{type(model).__name__}: no CTC output layer (lm_head / ctc_head) to initialise")
+    std = float(getattr(model.config, "initializer_range", 0.02))
+    with torch.no_grad():
+        head.weight.normal_(mean=0.0, std=std)
+        if getattr(head, "bias", None) is not None:
+            head.bias.zero_()
+    logger.info("new output layer: %d classes (the checkpoint's own output layer is not reused)", head.weight.shape[0])
 
 
 def blank_id(model: PreTrainedModel) -> int:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import multiprocessing as mp
 import os
 import queue
@@ -39,16 +40,15 @@ from pipeline.errors import DataError
 from pipeline.synth import espeak
 from pipeline.synth.sentences import make_sentences
 
-FORMAT_VERSION = 1  # bump whenever the same parameters would produce different files
+FORMAT_VERSION = 2  # bump whenever the same parameters would produce different files
 SPLITS = ("train", "test")
-RATE_WPM = (130, 210)
+RATE_WPM = (105, 165)  # espeak wpm; about 11-17 characters per second, like natural read speech
 PITCH = (30, 70)
 PITCH_RANGE = (30, 70)
 HELD_OUT_MALE, HELD_OUT_FEMALE = 2, 1
 TRIM_DB = -40.0  # samples below peak-40 dB at either end count as silence
-PAD_SECONDS = 0.1  # silence kept at each end after trimming
+PAD_SECONDS = 0.1  # silence at each end after trimming (kept, or added when espeak gave less)
 PEAK = 0.9
-PARALLEL_MIN_JOBS = 400  # below this, starting worker processes costs more than it saves
 
 
 @dataclass(frozen=True)
@@ -121,19 +121,35 @@ def plan(n_train: int, n_test: int, seed: int) -> tuple[list[Job], dict[str, Any
     return jobs, voices
 
 
+def resample(audio: np.ndarray, orig_sr: int, sample_rate: int) -> np.ndarray:
+    """``torchaudio.functional.resample`` on the input zero-padded to a multiple of 0.2 s.
+
+    oneDNN caches a convolution primitive (~1 MB) per distinct input length, so thousands
+    of clips of distinct lengths grew the process by ~1 GB. The resampler treats the signal
+    as zero beyond its end anyway, so padding and cutting back gives identical output.
+    """
+    import torch
+    import torchaudio.functional as AF
+
+    block = max(1, orig_sr // 5)
+    padded = np.pad(audio, (0, -len(audio) % block)).astype(np.float32, copy=False)
+    out = AF.resample(torch.from_numpy(padded), orig_sr, sample_rate).numpy()
+    return out[: math.ceil(len(audio) * sample_rate / orig_sr)]
+
+
 def postprocess(audio: np.ndarray, orig_sr: int, sample_rate: int) -> np.ndarray:
-    """Trim silence (keeping ``PAD_SECONDS``), resample, and scale the peak to ``PEAK``."""
+    """Trim or pad to ``PAD_SECONDS`` of silence at each end, resample, scale the peak to ``PEAK``."""
     peak = float(np.max(np.abs(audio))) if audio.size else 0.0
     if peak <= 0.0:
         raise RuntimeError("espeak produced silent audio")
     loud = np.flatnonzero(np.abs(audio) > peak * 10 ** (TRIM_DB / 20))
     pad = int(PAD_SECONDS * orig_sr)
-    audio = audio[max(0, loud[0] - pad) : min(len(audio), loud[-1] + 1 + pad)]
+    first, last = int(loud[0]), int(loud[-1]) + 1
+    start, end = max(0, first - pad), min(len(audio), last + pad)
+    # espeak starts speaking within ~10 ms, so top up with digital silence to PAD_SECONDS
+    audio = np.pad(audio[start:end], (pad - (first - start), pad - (end - last)))
     if sample_rate != orig_sr:
-        import torch
-        import torchaudio.functional as AF
-
-        audio = AF.resample(torch.from_numpy(np.ascontiguousarray(audio)), orig_sr, sample_rate).numpy()
+        audio = resample(audio, orig_sr, sample_rate)
     audio = audio * (PEAK / max(float(np.max(np.abs(audio))), 1e-9))
     return np.clip(audio, -1.0, 1.0).astype(np.float32)
 
@@ -144,6 +160,26 @@ def render(job: Job, root: Path, sample_rate: int) -> float:
     audio = postprocess(syn.audio, syn.sample_rate, sample_rate)
     sf.write(root / job.split / job.file_name, audio, sample_rate, subtype="PCM_16", format="WAV")
     return len(audio) / sample_rate
+
+
+def _render_serial(jobs: list[Job], root: Path, sample_rate: int, bar: tqdm) -> list[float]:
+    """Render in this process with torch limited to one thread meanwhile.
+
+    Resampling one short clip with torch's default intra-op threads is ~50x slower when
+    another process is busy on the same cores (threads wait on each other), so one thread.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        durations = []
+        for job in jobs:
+            durations.append(render(job, root, sample_rate))
+            bar.update(1)
+        return durations
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _worker(jobs: list[tuple[int, Job]], root: str, sample_rate: int, out: Any) -> None:
@@ -233,16 +269,19 @@ def synthesize_corpus(
     seed: int = 0,
     sample_rate: int = 16000,
     progress: bool = True,
-    workers: int | None = None,
+    workers: int = 1,
 ) -> dict[str, Any]:
     """Build (or reuse) the corpus in ``out_dir`` and return the contents of its corpus.json.
 
-    ``workers=None`` picks 2 processes for large corpora on a machine with 2+ cores and
-    1 otherwise. The returned dict also carries ``path`` and ``reused`` (not stored).
+    ``workers > 1`` renders in that many spawned processes. The default is 1: on the shared
+    2-core development machine 2 workers were not clearly faster (3200 utterances: 26-45 s
+    serial, 25-52 s with 2 workers, depending on other load) and cost ~2 s of start-up.
+    The returned dict also carries ``path`` and ``reused`` (not stored in corpus.json).
     """
-    if n_train < 1 or n_test < 1 or sample_rate < 8000:
+    if n_train < 1 or n_test < 1 or sample_rate < 8000 or workers < 1:
         raise DataError(
-            f"need n_train >= 1, n_test >= 1, sample_rate >= 8000 (got {n_train}, {n_test}, {sample_rate})"
+            "need n_train >= 1, n_test >= 1, sample_rate >= 8000, workers >= 1 "
+            f"(got {n_train}, {n_test}, {sample_rate}, {workers})"
         )
     out_dir = Path(out_dir)
     params = {
@@ -258,8 +297,6 @@ def synthesize_corpus(
 
     start = time.perf_counter()
     jobs, voices = plan(n_train, n_test, seed)
-    if workers is None:
-        workers = 2 if len(jobs) >= PARALLEL_MIN_JOBS and (os.cpu_count() or 1) >= 2 else 1
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f"{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
@@ -271,10 +308,7 @@ def synthesize_corpus(
             if workers > 1:
                 durations = _render_parallel(jobs, tmp, sample_rate, workers, bar)
             else:
-                durations = []
-                for job in jobs:
-                    durations.append(render(job, tmp, sample_rate))
-                    bar.update(1)
+                durations = _render_serial(jobs, tmp, sample_rate, bar)
         for split in SPLITS:
             with open(tmp / split / "metadata.csv", "w", newline="", encoding="utf-8") as f:
                 writer = csv.writer(f)

@@ -13,6 +13,10 @@ Behaviour of libespeak-ng 1.52 worth knowing (checked against the library):
   ``audio_position`` is the same in milliseconds. ``id.string`` is 8 bytes that are
   *not* zero-padded after the terminator (garbage follows), and a ``c_char * 8``
   field would be silently truncated by ctypes anyway, so it is read as raw bytes.
+* Each ``espeak_SetVoiceByName`` queues an espeakEVENT_SAMPLERATE event; the first audio
+  buffer's event list has room for ~30 events, so after many voice changes the first
+  phoneme events of the next utterance are silently dropped. A throwaway empty synthesis
+  flushes them.
 * Rate/pitch/range survive ``espeak_SetVoiceByName``, so they are set on every call.
 * Audio is not bit-reproducible across calls: pitch flutter/phase state carries over
   between utterances and is not reset by ``espeak_ng_SetRandSeed`` or re-initialising.
@@ -43,6 +47,10 @@ _RATE, _VOLUME, _PITCH, _RANGE = 1, 2, 3, 4
 # Volume 100 makes ~20 of the variants clip (saturate at int16) on ordinary sentences; at 40
 # none of the listed variants clip and the quietest still peaks near 0.1 (ample for 16 bit).
 _VOLUME_LEVEL = 40
+# Every espeak_SetVoiceByName queues a SAMPLERATE event that is delivered with the first
+# audio buffer of the next synthesis, whose event list holds only ~30 entries: after many
+# voice changes (list_voices, phonemize) the first phoneme events would be dropped.
+_MAX_QUEUED_VOICE_CHANGES = 8
 
 # Accents as espeak voice names (lang/gmw/*). "en" is British English ("en-gb" is not a
 # voice name). en-shaw is left out: it is a spelling system, not an accent.
@@ -189,6 +197,7 @@ class _Engine:
         self._chunks: list[np.ndarray] = []
         self._marks: list[tuple[str, int]] = []
         self._error: BaseException | None = None
+        self._voice_changes = 0  # each queues an event that is only delivered by the next synth
         self._callback = _SynthCallback(self._on_audio)  # keep a reference: C holds a raw pointer
         lib.espeak_SetSynthCallback(self._callback)
 
@@ -214,6 +223,7 @@ class _Engine:
     def set_voice(self, voice: str) -> None:
         """Select ``accent[+variant]``; raise ValueError unless both parts really loaded."""
         rc = self.lib.espeak_SetVoiceByName(voice.encode())
+        self._voice_changes += 1
         if rc != 0:
             raise ValueError(f"espeak-ng voice {voice!r} failed to load (error {rc})")
         if "+" in voice:
@@ -229,6 +239,9 @@ class _Engine:
         """Synthesise ``text`` with the current voice."""
         for param, value in ((_RATE, rate), (_VOLUME, _VOLUME_LEVEL), (_PITCH, pitch), (_RANGE, pitch_range)):
             self.lib.espeak_SetParameter(param, int(value), 0)
+        if self._voice_changes > _MAX_QUEUED_VOICE_CHANGES:
+            self.lib.espeak_Synth(b"\0", 1, 0, 1, 0, _CHARS_UTF8, None, None)  # deliver (and drop) them
+        self._voice_changes = 0
         self._chunks, self._marks, self._error = [], [], None
         data = text.encode("utf-8") + b"\0"
         rc = self.lib.espeak_Synth(data, len(data), 0, 1, 0, _CHARS_UTF8, None, None)

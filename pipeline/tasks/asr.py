@@ -15,9 +15,9 @@ from pipeline.config import Recipe, dump_recipe
 from pipeline.data.prepare import SkipReport, prepare_split
 from pipeline.data.sources import describe_spec, load_spec
 from pipeline.data.text import build_vocab, get_normalizer
-from pipeline.errors import DataError, RecipeError
+from pipeline.errors import DataError, ModelError, RecipeError
 from pipeline.evaluation.evaluate import PIPELINE_META, default_cache_dir, score, transcribe_table
-from pipeline.evaluation.inference import Transcriber, featurize
+from pipeline.evaluation.inference import Transcriber, pad_features
 from pipeline.io import write_json, write_text
 from pipeline.models.asr import (
     build_model,
@@ -44,6 +44,13 @@ def _oov_checker(tokenizer: Any) -> Any:
         return None
 
     return check
+
+
+def _optional_tokenizer(m: Any) -> Any:
+    try:
+        return load_checkpoint_tokenizer(m)
+    except ModelError:
+        return None
 
 
 def _mask_spans(features: torch.Tensor, lengths: list[int], prob: float, span: int, axis: int) -> None:
@@ -79,13 +86,24 @@ class ASRTask:
         self.feature_extractor = load_feature_extractor(self.family, m)
         self.sample_rate = int(self.feature_extractor.sampling_rate)
         normalize = get_normalizer(d.normalizer)
-        keep_tokenizer = m.tokenizer == "checkpoint"
         common = dict(normalize=normalize, min_duration=d.min_duration, max_duration=d.max_duration, need_text=True,
                       on_bad_rows=d.on_bad_rows, cache_dir=d.cache_dir or default_cache_dir(), num_proc=d.num_proc)
         with accelerator.main_process_first():  # the main process measures audio once; the others read the cache
-            tokenizer = load_checkpoint_tokenizer(m) if keep_tokenizer else None
+            tokenizer = None
+            if m.tokenizer == "checkpoint":
+                tokenizer = load_checkpoint_tokenizer(m)
+            elif m.tokenizer == "auto" and m.name_or_path:
+                tokenizer = _optional_tokenizer(m)
+            strict = m.tokenizer == "checkpoint"
             self.train = prepare_split(load_spec(d.train), "train", describe_spec(d.train), self.report,
-                                       check_text=_oov_checker(tokenizer) if tokenizer else None, **common)
+                                       check_text=_oov_checker(tokenizer) if tokenizer and strict else None, **common)
+            if tokenizer is not None and not strict:
+                missing = [t for t in set(self.train["text"]) if _oov_checker(tokenizer)(t)]
+                if missing:
+                    logger.info("the checkpoint's tokenizer does not cover the training text (%s): building a "
+                                "character vocabulary and a new head", _oov_checker(tokenizer)(missing[0]))
+                    tokenizer = None
+            keep_tokenizer = tokenizer is not None
             if tokenizer is None:  # the vocabulary comes from the train split only: no evaluation text leaks in
                 tokenizer = character_tokenizer(build_vocab(self.train["text"], blank_last=self.family.blank_last))
             self.eval = None
@@ -102,6 +120,9 @@ class ASRTask:
         self._audio = self.train["audio"]
         self._text = self.train["text"]
         self._wav2vec2_masking = self.family.has_wav2vec2_masking
+        self._feature_cache: dict[int, np.ndarray] = {}
+        self._cache_bytes = 0
+        self._cache_limit = int(r.train.feature_cache_gb * 2**30)
         n = sum(p.numel() for p in self._model.parameters())
         logger.info("model: %s, %.2f M parameters, vocabulary %d, blank id %d", self.family.name, n / 1e6, len(tokenizer),
                     tokenizer.pad_token_id)
@@ -115,20 +136,39 @@ class ASRTask:
         return self._durations
 
     def train_example(self, index: int) -> dict[str, Any]:
-        return {"audio": self._audio[index], "text": self._text[index], "duration": self._durations[index]}
+        return {"index": index, "audio": self._audio[index], "text": self._text[index], "duration": self._durations[index]}
 
     # ---------------------------------------------------------------------------------------
+    def _features(self, row: dict[str, Any]) -> np.ndarray:
+        """One utterance's model input, computed once and kept in memory while the cache budget allows."""
+        index = row.get("index")
+        cached = self._feature_cache.get(index) if index is not None else None
+        if cached is not None:
+            return cached
+        audio = read_audio(row["audio"], self.sample_rate)[0]
+        key = self.feature_extractor.model_input_names[0]
+        out = self.feature_extractor(audio, sampling_rate=self.sample_rate, return_attention_mask=True, return_tensors="np")
+        feats = out[key][0].astype(np.float32)
+        if "attention_mask" in out:  # log-mel extractors mark a trailing partial frame as padding, as inference does
+            feats = feats[: int(out["attention_mask"][0].sum())]
+        if index is not None and self._cache_bytes + feats.nbytes <= self._cache_limit:
+            self._feature_cache[index] = feats
+            self._cache_bytes += feats.nbytes
+        return feats
+
     def collate(self, rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-        audios, texts = [], []
+        feats, texts, seconds = [], [], 0.0
         for row in rows:
             try:
-                audios.append(read_audio(row["audio"], self.sample_rate)[0])
+                feats.append(self._features(row))
                 texts.append(row["text"])
+                seconds += float(row.get("duration", 0.0))
             except DataError as exc:  # changed on disk since it was measured: skip, never crash mid-run
                 logger.warning("skipping an utterance during training: %s", exc)
-        if not audios:
+        if not feats:
             return None
-        batch: dict[str, Any] = featurize(self.feature_extractor, audios)
+        batch: dict[str, Any] = pad_features(feats, float(getattr(self.feature_extractor, "padding_value", 0.0)),
+                                             self.feature_extractor.model_input_names[0])
         m = self.recipe.model
         if not self._wav2vec2_masking and (m.mask_time_prob or m.mask_feature_prob):
             feats, lengths = batch[self.feature_extractor.model_input_names[0]], batch["attention_mask"].sum(-1).tolist()
@@ -143,7 +183,7 @@ class ASRTask:
             labels[i, : len(x)] = torch.tensor(x, dtype=torch.long)
         batch["labels"] = labels
         batch["units"] = sum(len(x) for x in ids)
-        batch["audio_seconds"] = sum(len(a) for a in audios) / self.sample_rate
+        batch["audio_seconds"] = seconds
         return batch
 
     def loss(self, model: torch.nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:

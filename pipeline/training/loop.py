@@ -110,9 +110,11 @@ class Trainer:
         model = task.model
         optimizer = self._optimizer(model)
         sampler = self._sampler()
-        batches_per_epoch = len(sampler)
-        steps_per_epoch = math.ceil(batches_per_epoch / t.gradient_accumulation)
-        total_steps = t.max_steps if t.max_steps is not None else t.epochs * steps_per_epoch
+        # Each epoch packs its own batches, so epochs may differ by a batch or two: count them all.
+        if t.max_steps is not None:
+            total_steps = t.max_steps
+        else:
+            total_steps = sum(math.ceil(len(sampler.global_batches(e)) / t.gradient_accumulation) for e in range(t.epochs))
         warmup = t.warmup_steps if t.warmup_steps is not None else int(t.warmup_ratio * total_steps)
         scheduler = get_scheduler(
             {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}[t.lr_schedule],
@@ -129,6 +131,8 @@ class Trainer:
             else:
                 state = load_checkpoint(acc, ckpt)
                 self.history = list(state.get("history", []))
+                if acc.is_main_process:  # drop what the interrupted run logged after this checkpoint
+                    write_text(self.out / "train_log.jsonl", "".join(json.dumps(r) + "\n" for r in self.history))
                 logger.info("resumed from %s (step %d, epoch %d, batch %d)", ckpt, state["step"], state["epoch"], state["batch_in_epoch"])
         elif acc.is_main_process and (self.out / "train_log.jsonl").exists():
             (self.out / "train_log.jsonl").unlink()
@@ -136,9 +140,12 @@ class Trainer:
         if acc.is_main_process:
             acc.init_trackers("train", config={"task": recipe.task, "lr": t.learning_rate, "batch_seconds": t.batch_seconds})
 
+        # Neither the loader's worker seed (drawn at each iter()) nor the filler batch (masking draws random
+        # numbers) may consume the global RNG: a resumed run must continue exactly the checkpointed stream.
         loader = DataLoader(_Rows(task), batch_sampler=sampler, collate_fn=task.collate, num_workers=t.num_workers,
-                            persistent_workers=False)
-        filler = task.collate([task.train_example(min(range(len(sampler.durations)), key=sampler.durations.__getitem__))])
+                            persistent_workers=False, generator=torch.Generator().manual_seed(recipe.seed))
+        with torch.random.fork_rng(devices=[]):
+            filler = task.collate([task.train_example(min(range(len(sampler.durations)), key=sampler.durations.__getitem__))])
 
         from tqdm.auto import tqdm
 
@@ -197,7 +204,7 @@ class Trainer:
                     self._log(rec)
                     bar.set_postfix(loss=f"{loss:.3f}", lr=f"{rec['lr']:.2e}")
                     window = dict.fromkeys(window, 0.0)
-                epoch_end = exhausted or sampler.start >= batches_per_epoch
+                epoch_end = exhausted or sampler.start >= len(sampler)
                 if (t.eval_every and step % t.eval_every == 0) or (not t.eval_every and epoch_end):
                     last_eval_metrics, last_eval_step = run_eval(), step
                 if (t.save_every and step % t.save_every == 0) or (not t.save_every and epoch_end):
@@ -208,7 +215,7 @@ class Trainer:
             if stopped_early:
                 stop_reason = f"max_minutes ({t.max_minutes})"
                 break
-            if sampler.start >= batches_per_epoch:
+            if sampler.start >= len(sampler):
                 sampler.set_epoch(sampler.epoch + 1, 0)
         bar.close()
         state["train_seconds"] = state.get("train_seconds", 0.0) + (time.monotonic() - started)
@@ -224,17 +231,21 @@ class Trainer:
             task.save(acc.unwrap_model(model), self.out, summary)
             write_json(self.out / "train_results.json", summary)
             plot_history(self.history, self.out / "training_curves.png", metric=task.main_metric)
+        acc.wait_for_everyone()  # before end_training(), which destroys the process group
         acc.end_training()
-        acc.wait_for_everyone()
         return summary
 
     # ---------------------------------------------------------------------------------------
     def _step(self, model, optimizer, scheduler, group, filler, state) -> tuple[float, float, float]:
         acc, task = self.acc, self.task
         real = [b for b in group if b is not None]
-        local_units = sum(float(b["units"]) for b in real)
+        # 0.0, not 0: a process with an empty shard must all-reduce the same dtype (float32) as the others
+        local_units = sum((float(b["units"]) for b in real), 0.0)
         units = acc.reduce(torch.tensor(local_units, device=acc.device), reduction="sum").item() if acc.num_processes > 1 else local_units
         scale = acc.num_processes / max(units, 1.0)  # DDP averages over processes: undo it
+        # Buffers (BatchNorm running statistics) change during the forward pass itself: keep a copy so
+        # that a skipped step leaves no trace, not even NaN statistics that DDP would then broadcast.
+        buffers = [b.detach().clone() for b in model.buffers()]
         total = 0.0
         for i, batch in enumerate(group):
             sync = i == len(group) - 1
@@ -257,12 +268,15 @@ class Trainer:
         if torch.isfinite(torch.as_tensor(norm)).item():  # the norm of all-reduced gradients: same on every process
             optimizer.step()
         else:
+            with torch.no_grad():
+                for b, saved in zip(model.buffers(), buffers, strict=True):
+                    b.copy_(saved)
             state["skipped_nonfinite"] += 1
             logger.warning("non-finite loss or gradient: optimizer step skipped (%d so far)", state["skipped_nonfinite"])
             total = 0.0
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        audio = sum(float(b.get("audio_seconds", 0.0)) for b in real)
+        audio = sum((float(b.get("audio_seconds", 0.0)) for b in real), 0.0)
         if acc.num_processes > 1:
             stats = acc.reduce(torch.tensor([total, audio], device=acc.device), reduction="sum")
             total, audio = float(stats[0]), float(stats[1])
@@ -280,5 +294,6 @@ def run_training(recipe: Recipe) -> dict[str, Any]:
     logging.basicConfig(level=logging.INFO if acc.is_main_process else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     task = build_task(recipe)
+    set_seed(recipe.seed)  # the model's initial weights: the same on every run (and every process)
     task.setup(acc)
     return Trainer(recipe, task, acc).fit()

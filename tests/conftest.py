@@ -1,0 +1,150 @@
+"""Shared pytest fixtures: a tiny synthetic corpus, tiny model recipes and one tiny trained model.
+
+Everything here is offline and small enough for a 2-core machine. Reuse them in any test file:
+
+``tiny_corpus`` (session) -> ``Path``
+    An espeak-ng corpus in audiofolder layout made by ``synthesize_corpus`` (40 train / 12 test
+    utterances, 16 kHz): ``tiny_corpus / "train"`` and ``tiny_corpus / "test"`` each hold
+    ``metadata.csv`` (file_name,text,speaker) and ``000000.wav``... Treat it as read-only.
+
+``tiny_recipe_overrides`` (session) -> ``callable(family="parakeet") -> list[str]``
+    ``key=value`` overrides for ``recipes/asr/conformer_quickstart.yaml`` (or any recipe) that
+    swap in a very small model of the given family (``"parakeet"`` or ``"wav2vec2"``), with
+    ``train.threads=1`` and no wall-clock cap. Add your own data/output/step overrides::
+
+        overrides = tiny_recipe_overrides("wav2vec2") + [f"output_dir={tmp_path}", ...]
+
+    The same helper is importable as ``conftest.tiny_overrides``.
+
+``run_script`` (session) -> ``callable(script, *args, timeout=300, env=None) -> CompletedProcess``
+    Runs ``scripts/<script>`` with ``sys.executable`` from the repository root and captures text
+    stdout/stderr (never raises on a non-zero exit code; check ``.returncode`` yourself).
+
+``trained_tiny_model`` (session) -> ``Path``
+    The output directory of one real ``scripts/train.py`` run (subprocess) of the quickstart recipe
+    with the tiny Parakeet model on ``tiny_corpus`` for 8 steps (a checkpoint every 4 steps, no
+    periodic evaluation). The learning rate is tiny on purpose, so the model still emits non-blank
+    characters: comparisons between inference paths are then not trivially ``"" == ""``.
+    Treat it as read-only; the full recipe used is saved as ``recipe.yaml`` inside it.
+
+The session also sets ``HF_HUB_OFFLINE=1`` (at import, before any Hugging Face library is loaded)
+and points ``SPEECH_PIPELINE_CACHE`` at a temporary folder, for this process and its subprocesses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+QUICKSTART = REPO / "recipes" / "asr" / "conformer_quickstart.yaml"
+FSDD = REPO.parent / "shared" / "data" / "fsdd"
+
+TINY_MODEL_CONFIGS: dict[str, dict] = {
+    "parakeet": {
+        "encoder_config": {
+            "hidden_size": 32,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "intermediate_size": 64,
+            "conv_kernel_size": 15,
+            "subsampling_factor": 4,
+            "subsampling_conv_channels": 32,
+            "dropout": 0.1,
+            "attention_dropout": 0.1,
+            "activation_dropout": 0.1,
+            "layerdrop": 0.0,
+        }
+    },
+    "wav2vec2": {
+        "hidden_size": 32,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+        "conv_dim": [16, 16],
+        "conv_kernel": [10, 3],
+        "conv_stride": [5, 2],
+        "feat_extract_norm": "layer",
+        "do_stable_layer_norm": True,
+        "num_conv_pos_embeddings": 16,
+        "num_conv_pos_embedding_groups": 2,
+    },
+}
+
+
+def tiny_overrides(family: str = "parakeet") -> list[str]:
+    """Overrides that replace a recipe's model with a very small one of `family`."""
+    if family not in TINY_MODEL_CONFIGS:
+        raise ValueError(f"no tiny config for family {family!r} (have {', '.join(TINY_MODEL_CONFIGS)})")
+    return [
+        f"model.family={family}",
+        # JSON is YAML: the whole inline config is replaced, not merged with the recipe's
+        "model.config=" + json.dumps(TINY_MODEL_CONFIGS[family]),
+        "train.threads=1",
+        "train.max_minutes=null",
+    ]
+
+
+def run_script_impl(script: str, *args: str, timeout: float = 300, env: dict[str, str] | None = None,
+                    ) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run(
+        [sys.executable, str(REPO / "scripts" / script), *map(str, args)],
+        cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout, check=False,
+    )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_env(tmp_path_factory: pytest.TempPathFactory):
+    cache = tmp_path_factory.mktemp("speech_pipeline_cache")
+    old = os.environ.get("SPEECH_PIPELINE_CACHE")
+    os.environ["SPEECH_PIPELINE_CACHE"] = str(cache)
+    yield cache
+    if old is None:
+        os.environ.pop("SPEECH_PIPELINE_CACHE", None)
+    else:
+        os.environ["SPEECH_PIPELINE_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from pipeline.synth.corpus import synthesize_corpus
+
+    out = tmp_path_factory.mktemp("tiny_corpus") / "corpus"
+    info = synthesize_corpus(out, n_train=40, n_test=12, seed=0, sample_rate=16000, progress=False)
+    assert info["counts"] == {"train": 40, "test": 12}
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_recipe_overrides() -> Callable[..., list[str]]:
+    return tiny_overrides
+
+
+@pytest.fixture(scope="session")
+def run_script() -> Callable[..., subprocess.CompletedProcess[str]]:
+    return run_script_impl
+
+
+@pytest.fixture(scope="session")
+def trained_tiny_model(tiny_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("trained_tiny_model") / "model"
+    proc = run_script_impl(
+        "train.py", str(QUICKSTART), *tiny_overrides("parakeet"),
+        f"output_dir={out}", f"data.train={tiny_corpus / 'train'}", f"data.eval={tiny_corpus / 'test'}",
+        "train.max_steps=8", "train.batch_seconds=10", "train.learning_rate=1e-6", "train.warmup_steps=0",
+        "train.save_every=4", "train.eval_every=1000", "train.log_every=2",
+    )
+    assert proc.returncode == 0, f"train.py failed ({proc.returncode}):\n{proc.stderr[-4000:]}"
+    assert (out / "model.safetensors").is_file(), sorted(p.name for p in out.iterdir())
+    return out

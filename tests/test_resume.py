@@ -1,0 +1,117 @@
+"""Exact resume: a run killed after a checkpoint and resumed ends bitwise equal to an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from pipeline.training.checkpoint import STATE_FILE, complete_checkpoints, latest_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+QUICKSTART = REPO / "recipes" / "asr" / "conformer_quickstart.yaml"
+
+# Runs scripts/train.py unchanged, except that the process SIGKILLs itself right after the
+# checkpoint of step KILL_AT is complete: a crash at a known point (polling from outside would
+# race a tiny model that trains dozens of steps per second).
+KILLER = """
+import os, runpy, signal, sys
+import pipeline.training.loop as loop
+KILL_AT = int(sys.argv[1])
+_save = loop.save_checkpoint
+def save_then_die(acc, out, step, state, keep_last):
+    path = _save(acc, out, step, state, keep_last)
+    if step == KILL_AT:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return path
+loop.save_checkpoint = save_then_die
+sys.argv = [sys.argv[2], *sys.argv[3:]]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def read_log(out: Path) -> list[dict]:
+    lines = (out / "train_log.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(x) for x in lines if x.strip()]
+
+
+def loss_steps(log: list[dict]) -> list[tuple[int, float, float]]:
+    return [(r["step"], r["loss"], r["lr"]) for r in log if "loss" in r]
+
+
+def test_killed_and_resumed_run_equals_uninterrupted_run(tiny_corpus: Path, tiny_recipe_overrides, run_script,
+                                                         tmp_path: Path) -> None:
+    common = [
+        str(QUICKSTART), *tiny_recipe_overrides("parakeet"),
+        f"data.train={tiny_corpus / 'train'}", f"data.eval={tiny_corpus / 'test'}",
+        "train.max_steps=8", "train.save_every=2", "train.eval_every=1000", "train.log_every=1",
+        "train.batch_seconds=6", "train.keep_last=2",
+    ]
+    a, b = tmp_path / "a", tmp_path / "b"
+    run_a = run_script("train.py", *common, f"output_dir={a}")
+    assert run_a.returncode == 0, run_a.stderr[-3000:]
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    b1 = subprocess.run([sys.executable, "-c", KILLER, "4", str(REPO / "scripts" / "train.py"), *common, f"output_dir={b}"],
+                        cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert b1.returncode == -signal.SIGKILL, b1.stderr[-3000:]
+    assert not (b / "model.safetensors").exists()  # it never finished
+    assert latest_checkpoint(b) == b / "checkpoints" / "step-00000004"
+    assert [p.name for p in complete_checkpoints(b)] == ["step-00000002", "step-00000004"]
+    at_step4 = load_file(b / "checkpoints" / "step-00000004" / "model.safetensors")
+
+    # Debris of a later crash: a half-written checkpoint under its temporary name, and a final-named
+    # folder without trainer_state.json (written last): resume must ignore both and use step 4.
+    tmp_ckpt = b / "checkpoints" / ".tmp-step-00000006"
+    shutil.copytree(b / "checkpoints" / "step-00000004", tmp_ckpt)
+    (tmp_ckpt / "model.safetensors").write_bytes(b"\0" * 100)
+    partial = b / "checkpoints" / "step-00000006"
+    shutil.copytree(b / "checkpoints" / "step-00000004", partial)
+    (partial / STATE_FILE).unlink()
+    for f in partial.glob("*.safetensors"):
+        f.write_bytes(b"garbage")
+    assert latest_checkpoint(b) == b / "checkpoints" / "step-00000004"
+
+    b2 = run_script("train.py", *common, f"output_dir={b}", "train.resume=true")
+    assert b2.returncode == 0, b2.stderr[-3000:]
+    assert "resumed from" in b2.stderr and "step-00000004" in b2.stderr
+
+    wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    assert wa.keys() == wb.keys() and wa
+    different = [k for k in wa if not torch.equal(wa[k], wb[k])]
+    assert not different, f"{len(different)} tensors differ after resume, e.g. {different[:3]}"
+    # the resumed run really trained on from step 4, and its last checkpoint holds the final weights
+    assert any(not torch.equal(at_step4[k], wb[k]) for k in wb)
+    step8 = load_file(b / "checkpoints" / "step-00000008" / "model.safetensors")
+    assert step8.keys() == wb.keys() and all(torch.equal(step8[k], wb[k]) for k in wb)
+
+    # the logs agree step by step (B's log is B1's steps 1-4 followed by B2's steps 5-8)
+    assert loss_steps(read_log(a)) == loss_steps(read_log(b))
+    assert [r[0] for r in loss_steps(read_log(b))] == list(range(1, 9))
+    ra, rb = (json.loads((d / "train_results.json").read_text()) for d in (a, b))
+    assert ra["steps"] == rb["steps"] == 8 and ra["eval_wer"] == rb["eval_wer"]
+    # the debris is gone: a later save removes stale temporary folders and replaces incomplete ones
+    assert not list((b / "checkpoints").glob(".tmp-step-*"))
+    assert [p.name for p in complete_checkpoints(b)] == ["step-00000006", "step-00000008"]
+
+
+def test_latest_checkpoint_ignores_incomplete_and_foreign_dirs(tmp_path: Path) -> None:
+    root = tmp_path / "checkpoints"
+    assert latest_checkpoint(tmp_path) is None  # no folder at all
+    root.mkdir()
+    assert latest_checkpoint(tmp_path) is None
+    for name, complete in (("step-00000002", True), ("step-00000010", True), ("step-00000030", False),
+                           (".tmp-step-00000040", True), ("step-50", True), ("other", True)):
+        (root / name).mkdir()
+        if complete:
+            (root / name / STATE_FILE).write_text("{}")
+    (root / "step-00000060").write_text("a file, not a folder")
+    assert [p.name for p in complete_checkpoints(tmp_path)] == ["step-00000002", "step-00000010"]  # numeric order
+    assert latest_checkpoint(tmp_path) == root / "step-00000010"

@@ -10,6 +10,11 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@# LM decoding (optional): kenlm compiles from source; pyctcdecode goes in without its stale numpy<2 pin.
+	$(PY) -c "import kenlm, pyctcdecode" 2>/dev/null || { \
+	  $(PY) -m pip install --quiet --disable-pip-version-check -e '.[lm]' && \
+	  $(PY) -m pip install --quiet --disable-pip-version-check --no-deps 'pyctcdecode==0.5.0'; } || \
+	  echo "warning: LM decoding extras (kenlm, pyctcdecode) did not install; beam search + LM is skipped"
 	touch $(STAMP)
 
 setup: $(STAMP)

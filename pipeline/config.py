@@ -38,6 +38,14 @@ class DataSpec:
 
 
 @dataclass
+class AugmentConfig:
+    """Training-time augmentation that makes models generalise to voices they never heard."""
+
+    speed: list[float] | None = None  # [low, high]: random speed (tempo and pitch) factor per utterance
+    vtlp: float = 0.0  # vocal-tract-length perturbation: random warp of the frequency axis by up to +/- this
+
+
+@dataclass
 class DataConfig:
     train: DataSpec | None = None
     eval: DataSpec | None = None
@@ -47,6 +55,7 @@ class DataConfig:
     on_bad_rows: Literal["skip", "error"] = "skip"
     num_proc: int = 1  # processes for measuring audio files (cached afterwards)
     cache_dir: str | None = None  # default: ~/.cache/speech-pipeline
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
 @dataclass
@@ -106,6 +115,52 @@ class EvalConfig:
 
 
 @dataclass
+class SSLConfig:
+    """Self-supervised wav2vec 2.0 pretraining (task: ssl); ignored by the other tasks.
+
+    Masking: spans of `mask_time_length` frames start at a share `mask_time_prob / mask_time_length`
+    of each utterance's real (unpadded) frames (the paper's p=0.065, M=10: about half of the frames
+    masked). The Gumbel temperature of the quantizer decays per optimizer step from
+    `max_gumbel_temperature` by `gumbel_temperature_decay` down to `min_gumbel_temperature`.
+    """
+
+    mask_time_prob: float = 0.65
+    mask_time_length: int = 10
+    mask_time_min_masks: int = 2  # spans per utterance at least (when it is long enough)
+    num_negatives: int = 100  # distractors per masked frame, drawn from the same utterance's masked frames
+    contrastive_logits_temperature: float = 0.1
+    diversity_loss_weight: float = 0.1
+    max_gumbel_temperature: float = 2.0
+    min_gumbel_temperature: float = 0.5
+    gumbel_temperature_decay: float = 0.999995
+    # warn when the codevector perplexity falls below this share of the codebook (groups x entries)
+    collapse_warning_ratio: float = 0.1
+    eval_seed: int = 1234  # masks and distractors of the evaluation split: the same at every evaluation
+
+
+@dataclass
+class VocoderConfig:
+    """Diffusion vocoder training and sampling (task: vocoder); ignored by the other tasks.
+
+    The network's size comes from `model.config` (`{preset: small}`, optionally with DiffWave keys such as
+    `residual_layers`); `model.name_or_path` continues from a saved vocoder directory instead.
+    """
+
+    mel: str = "speecht5"  # mel preset (pipeline.tts.mel.PRESETS): speecht5 | ljspeech | hifigan
+    crop_min_samples: int = 8000  # each batch trains on random crops of a length in [min, max] (whole hops)
+    crop_max_samples: int = 16000
+    loss: Literal["l1", "l2"] = "l1"  # on the predicted noise, summed over the crop's samples
+    prior: bool = False  # PriorGrad: noise N(0, sigma^2), sigma from the normalised frame energy
+    prior_min_std: float = 0.1
+    sampler: Literal["fast", "ddim", "dpm", "ddpm"] = "fast"  # default sampler saved with the model
+    steps: int = 6
+    eval_utterances: int = 4  # held-out utterances vocoded at each evaluation
+    eval_max_seconds: float = 4.0  # each is cut to this length
+    samples: int = 2  # utterances written (wav + spectrogram PNG) to output_dir/samples/ at an evaluation
+    sample_every: int = 1  # write samples at every N-th evaluation (0: never)
+
+
+@dataclass
 class Recipe:
     output_dir: str
     task: str = "asr"
@@ -115,6 +170,8 @@ class Recipe:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    ssl: SSLConfig = field(default_factory=SSLConfig)
+    vocoder: VocoderConfig = field(default_factory=VocoderConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -226,6 +283,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, dict):
             raise RecipeError(f"{key}: expected a mapping of keys, got {value!r}")
         return build(tp, value, key)
+    if origin is list:
+        if not isinstance(value, list):
+            raise RecipeError(f"{key}: expected a list, got {value!r}")
+        (item,) = typing.get_args(tp) or (Any,)
+        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
             raise RecipeError(f"{key}: expected a mapping, got {value!r}")
@@ -304,6 +366,23 @@ def validate(recipe: Recipe) -> None:
         raise RecipeError("train.max_steps: must be 0 or more")
     if not 0 <= t.max_padding < 1:
         raise RecipeError("train.max_padding: must be in [0, 1)")
+    speed = recipe.data.augment.speed
+    if speed is not None and (len(speed) != 2 or not 0 < speed[0] <= speed[1]):
+        raise RecipeError(f"data.augment.speed: expected [low, high] with 0 < low <= high, got {speed}")
+    if not 0 <= recipe.data.augment.vtlp < 0.5:
+        raise RecipeError("data.augment.vtlp: must be in [0, 0.5)")
+    s = recipe.ssl
+    if not 0 < s.mask_time_prob <= 1 or s.mask_time_length < 1 or s.mask_time_min_masks < 0:
+        raise RecipeError("ssl.mask_time_prob must be in (0, 1], ssl.mask_time_length >= 1, ssl.mask_time_min_masks >= 0")
+    if s.num_negatives < 1:
+        raise RecipeError("ssl.num_negatives: must be at least 1")
+    if not 0 < s.min_gumbel_temperature <= s.max_gumbel_temperature or not 0 < s.gumbel_temperature_decay <= 1:
+        raise RecipeError("ssl: need 0 < min_gumbel_temperature <= max_gumbel_temperature and 0 < gumbel_temperature_decay <= 1")
+    v = recipe.vocoder
+    if not 0 < v.crop_min_samples <= v.crop_max_samples:
+        raise RecipeError("vocoder: need 0 < crop_min_samples <= crop_max_samples")
+    if v.steps < 1 or v.eval_utterances < 0 or v.samples < 0 or v.sample_every < 0 or v.prior_min_std <= 0:
+        raise RecipeError("vocoder: steps must be >= 1, eval_utterances/samples/sample_every >= 0, prior_min_std > 0")
     if recipe.data.min_duration > recipe.data.max_duration:
         raise RecipeError("data.min_duration is larger than data.max_duration")
     if recipe.model.name_or_path is None and recipe.model.config is None:

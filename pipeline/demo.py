@@ -54,7 +54,10 @@ def main() -> None:
     eval_dir = out / "eval"
     metrics = evaluate_model(str(out), DataSpec(path=f"{a.corpus}/test"), eval_dir)
 
-    print("[4/4] transcribing a few held-out examples", flush=True)
+    print("[4/5] decoding again with beam search and a 3-gram LM built from the train transcripts", flush=True)
+    lm_metrics = _lm_evaluation(out, f"{a.corpus}/train", f"{a.corpus}/test")
+
+    print("[5/5] transcribing a few held-out examples", flush=True)
     rows = [json.loads(line) for line in (eval_dir / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
     examples = rows[: recipe.eval.examples]
     for r in examples:
@@ -70,13 +73,47 @@ def main() -> None:
           f"{info['hours']['train']:.2f} h / {info['hours']['test']:.2f} h, held-out voices: "
           f"{len(set(r['speaker'] for r in rows))}")
     print(f"model           : {recipe.model.family}, {summary.get('steps')} steps, stopped by {summary.get('stop_reason')}")
-    print(f"WER (held-out)  : {metrics['wer'] * 100:.2f}%   CER: {metrics['cer'] * 100:.2f}%   "
+    print(f"WER (held-out)  : {_rate(metrics)}  greedy CTC decoding "
           f"({metrics['num_utterances']} utterances, normaliser '{metrics['normalizer']}')")
+    if lm_metrics:
+        print(f"WER with LM     : {_rate(lm_metrics)}  beam search + 3-gram LM of the train transcripts")
     print(f"minutes         : corpus {corpus_minutes:.1f}, training {train_minutes:.1f}, total {total:.1f}")
     print(f"model directory : {out}  (loads in transformers.pipeline('automatic-speech-recognition'))")
-    print(f"evaluation      : {eval_dir / 'metrics.json'}, {eval_dir / 'predictions.jsonl'}")
+    print(f"evaluation      : {eval_dir / 'metrics.json'}, {eval_dir / 'predictions.jsonl'}, {eval_dir / 'report.html'}")
+    if lm_metrics:
+        print(f"with LM         : {out / 'eval_lm' / 'metrics.json'} (LM in {out / 'lm'})")
     print(f"curves          : {out / 'training_curves.png'}, TensorBoard logs in {out / 'logs'}")
     print("=" * 72)
+
+
+def _rate(m: dict) -> str:
+    ci = m.get("wer_ci95")
+    ci_text = f" [95% CI {ci[0] * 100:.1f}-{ci[1] * 100:.1f}]" if ci else ""
+    return f"{m['wer'] * 100:.2f}%{ci_text}   CER {m['cer'] * 100:.2f}%"
+
+
+def _lm_evaluation(model_dir: Path, train: str, test: str) -> dict | None:
+    """Beam search + a 3-gram LM of the train transcripts; skipped (with a reason) without the LM extras."""
+    try:
+        import kenlm  # noqa: F401
+        import pyctcdecode  # noqa: F401
+    except ImportError as exc:
+        print(f"      skipped: {exc.name} is not installed (make setup installs it)", flush=True)
+        return None
+    from transformers import AutoTokenizer
+
+    from pipeline.data.sources import load_spec
+    from pipeline.data.text import get_normalizer
+    from pipeline.evaluation.evaluate import evaluate_model
+    from pipeline.evaluation.lm import build_lm_dir, tokenizer_labels
+
+    meta = json.loads((model_dir / "speech_pipeline.json").read_text(encoding="utf-8"))
+    normalize = get_normalizer(meta.get("normalizer", "default"))
+    sentences = [t for t in (normalize(x) for x in load_spec(DataSpec(path=train))["text"]) if t]
+    labels = tokenizer_labels(AutoTokenizer.from_pretrained(str(model_dir)))
+    build_lm_dir(sentences, model_dir / "lm", order=3, labels=labels, info={"source": train})
+    return evaluate_model(str(model_dir), DataSpec(path=test), model_dir / "eval_lm", decoder="beam",
+                          lm=str(model_dir / "lm"), beam_width=64)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 """Transcribe audio files: prints one JSON object per file ({"audio": ..., "text": ...}).
 
 Example: python scripts/transcribe.py --model runs/quickstart a.wav b.flac
+Audio longer than --chunk-seconds is transcribed in overlapping windows; --decoder beam [--lm DIR]
+decodes with CTC beam search and an n-gram LM (see docs/evaluation.md).
 """
 
 from __future__ import annotations
@@ -13,8 +15,7 @@ import sys
 from pipeline.audio import read_audio
 from pipeline.cli import entry_point
 from pipeline.errors import DataError
-from pipeline.evaluation.evaluate import load_model_dir
-from pipeline.evaluation.inference import Transcriber
+from pipeline.evaluation.evaluate import build_transcriber, load_model_dir
 
 
 @entry_point
@@ -22,6 +23,14 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="model directory (or Hub id)")
     p.add_argument("--batch-seconds", type=float, default=240.0)
+    p.add_argument("--chunk-seconds", type=float, default=20.0,
+                   help="transcribe audio longer than this in overlapping windows (0: never)")
+    p.add_argument("--stride-seconds", type=float, default=None, help="context on each side of a window")
+    p.add_argument("--decoder", choices=("greedy", "beam"), default="greedy")
+    p.add_argument("--lm", help="LM directory (scripts/build_lm.py); default with beam: the model's own, if any")
+    p.add_argument("--beam-width", type=int, default=None)
+    p.add_argument("--alpha", type=float, default=None)
+    p.add_argument("--beta", type=float, default=None)
     p.add_argument("audio", nargs="+", help="audio files (wav, flac, ogg, mp3)")
     a = p.parse_args()
     model, fe, tok, _ = load_model_dir(a.model)
@@ -33,7 +42,10 @@ def main() -> None:
         except DataError as exc:
             print(f"error: {exc}", file=sys.stderr)
             failed += 1
-    texts = Transcriber(model, fe, tok, batch_seconds=a.batch_seconds).transcribe(audios)
+    transcriber, _ = build_transcriber(model, fe, tok, a.model, decoder=a.decoder, lm=a.lm, beam_width=a.beam_width,
+                                       alpha=a.alpha, beta=a.beta, batch_seconds=a.batch_seconds,
+                                       chunk_seconds=a.chunk_seconds, stride_seconds=a.stride_seconds)
+    texts = transcriber.transcribe(audios)
     for name, text in zip(names, texts, strict=True):
         print(json.dumps({"audio": name, "text": text}, ensure_ascii=False), flush=True)
     if failed:

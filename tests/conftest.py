@@ -17,8 +17,9 @@ Everything here is offline and small enough for a 2-core machine. Reuse them in 
     The same helper is importable as ``conftest.tiny_overrides``.
 
 ``run_script`` (session) -> ``callable(script, *args, timeout=300, env=None) -> CompletedProcess``
-    Runs ``scripts/<script>`` with ``sys.executable`` from the repository root and captures text
-    stdout/stderr (never raises on a non-zero exit code; check ``.returncode`` yourself).
+    Runs ``scripts/<script>`` with ``sys.executable`` from the repository root (``OMP_NUM_THREADS=1``,
+    plus ``env``) and captures text stdout/stderr (never raises on a non-zero exit code; check
+    ``.returncode`` yourself).
 
 ``trained_tiny_model`` (session) -> ``Path``
     The output directory of one real ``scripts/train.py`` run (subprocess) of the quickstart recipe

@@ -201,7 +201,12 @@ def finish(proc: subprocess.Popen, log: Path, timeout: float) -> None:
     assert proc.returncode == 0, f"exit code {proc.returncode}:\n{tail(log)}"
 
 
-def run(cmd: list[str], env: dict[str, str], log: Path, timeout: float = 300) -> None:
+# Generous: a run takes ~10 s on an idle 2-core machine, but minutes when the cores are shared; a real
+# hang (mismatched collectives) still ends in a failure that shows the log.
+TIMEOUT = 900
+
+
+def run(cmd: list[str], env: dict[str, str], log: Path, timeout: float = TIMEOUT) -> None:
     finish(start(cmd, env, log), log, timeout)
 
 
@@ -245,7 +250,7 @@ def logged_steps(out: Path) -> list[int]:
     return steps
 
 
-def kill_after_checkpoint(proc: subprocess.Popen, out: Path, min_step: int, log: Path, timeout: float = 300) -> int:
+def kill_after_checkpoint(proc: subprocess.Popen, out: Path, min_step: int, log: Path, timeout: float = TIMEOUT) -> int:
     """SIGKILL the run (every process) between two checkpoints: once a complete checkpoint at
     >= min_step exists and the run has logged a later step. Returns the newest complete checkpoint."""
     deadline = time.monotonic() + timeout
@@ -378,7 +383,7 @@ def uneven_run(work: Path, env: dict[str, str], corpus: dict[str, Path], probe_s
     overrides = [*TINY_PARAKEET, f"data.train={corpus['uneven']}", f"data.eval={corpus['test']}", "train.epochs=1",
                  "train.max_steps=null", "train.batch_seconds=1.5", "train.gradient_accumulation=2",
                  "train.learning_rate=1e-6", *COMMON]
-    run(train_cmd(2, QUICKSTART, out, overrides, script=probe_script), env, work / "uneven-run.log", timeout=300)
+    run(train_cmd(2, QUICKSTART, out, overrides, script=probe_script), env, work / "uneven-run.log")
     return out
 
 

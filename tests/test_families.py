@@ -78,6 +78,25 @@ def run_script(script: str, *args: str, env: dict[str, str], timeout: float = 60
                           capture_output=True, text=True, timeout=timeout, check=False)
 
 
+def evaluate_script(*args: str) -> None:
+    """scripts/evaluate.py run in this process (its `main`, as `python scripts/evaluate.py ARGS` runs it).
+
+    In-process only to spare a Python start-up per test on a shared 2-core machine; one thread.
+    """
+    import runpy
+
+    argv, threads = sys.argv, torch.get_num_threads()
+    sys.argv = [str(REPO / "scripts" / "evaluate.py"), *args]
+    torch.set_num_threads(1)
+    try:
+        runpy.run_path(sys.argv[0], run_name="__main__")
+    except SystemExit as exc:  # entry_point turns a user error into `error: ...` and exit code 2
+        raise AssertionError(f"scripts/evaluate.py exited with code {exc.code}") from None
+    finally:
+        sys.argv = argv
+        torch.set_num_threads(threads)
+
+
 def write_recipe(path: Path, corpus: Path, output_dir: Path, model: dict[str, Any], **train: Any) -> Path:
     """A small recipe in conformer_quickstart.yaml's schema: train split only (no periodic evaluation)."""
     recipe = {
@@ -133,9 +152,7 @@ def pipeline_matches_evaluate(ctx: dict[str, Any], model_dir: Path) -> list[str]
     import transformers
 
     eval_dir = model_dir / "eval"
-    proc = run_script("evaluate.py", "--model", str(model_dir), "--data", str(ctx["corpus"] / "test"),
-                      "--output", str(eval_dir), env=ctx["env"])
-    assert proc.returncode == 0, f"evaluate.py failed ({proc.returncode}):\n{proc.stderr[-4000:]}"
+    evaluate_script("--model", str(model_dir), "--data", str(ctx["corpus"] / "test"), "--output", str(eval_dir))
     metrics = json.loads((eval_dir / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["num_utterances"] == 8 and 0.0 <= metrics["cer"] and metrics["wer"] >= 0.0, metrics
     rows = [json.loads(line) for line in (eval_dir / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
@@ -360,6 +377,29 @@ def test_checkpoint_with_new_character_vocabulary(ctx: dict[str, Any], checkpoin
         assert not torch.allclose(h_after, h_before, atol=1e-3)
         encoder = "encoder.layers.0.feed_forward.intermediate_dense.weight"
     assert torch.equal(tensor(out, encoder), tensor(ckpt, encoder)), "the encoder must come from the checkpoint"
+
+
+def test_pretrained_only_checkpoint_gets_a_head(tmp_path: Path) -> None:
+    """Like facebook/wav2vec2-conformer-rope-large: encoder weights only, config.vocab_size unset."""
+    from transformers import Wav2Vec2ConformerConfig, Wav2Vec2ConformerModel
+
+    from pipeline.models.asr import output_size, preflight
+
+    config = Wav2Vec2ConformerConfig(**VARIANTS["wav2vec2-conformer-rotary"][1])
+    assert config.vocab_size is None
+    torch.manual_seed(0)
+    Wav2Vec2ConformerModel(config).save_pretrained(tmp_path)
+    tok = character_tokenizer(build_vocab(["abc"]))
+    tok.save_pretrained(tmp_path)
+    for keep in (False, True):  # model.tokenizer=characters, and =checkpoint with the directory's tokenizer
+        cfg = ModelConfig(name_or_path=str(tmp_path), tokenizer="checkpoint" if keep else "characters")
+        family = detect_family(cfg)
+        assert family.name == "wav2vec2-conformer"
+        model = build_model(family, cfg, tok, keep_head=keep)
+        preflight(model, tok)
+        assert output_size(model) == len(tok) and model.config.pad_token_id == tok.pad_token_id == 0
+        # freeze_feature_encoder is on by default for checkpoints of families that have one
+        assert not any(p.requires_grad for p in model.wav2vec2_conformer.feature_extractor.parameters())
 
 
 # ------------------------------------------------------------------------------------------------

@@ -194,7 +194,12 @@ def build_transcriber(model: Any, fe: Any, tok: Any, model_dir: str | Path, deco
         base: Transcriber = Transcriber(model, fe, tok, batch_seconds=batch_seconds, **kwargs)
         decoding: dict[str, Any] = {"decoder": "greedy"}
     elif decoder == "beam":
-        from pipeline.evaluation.lm import DEFAULT_BEAM_WIDTH, BeamSearchTranscriber, describe_decoder, find_lm_dir
+        from pipeline.evaluation.lm import (
+            DEFAULT_BEAM_WIDTH,
+            BeamSearchTranscriber,
+            describe_decoder,
+            find_lm_dir,
+        )
         from pipeline.evaluation.lm import load_decoder as load_ctc_decoder
 
         if lm is None and find_lm_dir(model_dir) is not None and Path(model_dir, "language_model").is_dir():
@@ -208,7 +213,7 @@ def build_transcriber(model: Any, fe: Any, tok: Any, model_dir: str | Path, deco
         raise ModelError(f"--decoder: unknown decoder {decoder!r} (choose greedy or beam)")
     if chunk_seconds:
         decoding["chunk_seconds"] = float(chunk_seconds)
-        decoding["stride_seconds"] = float(stride_seconds if stride_seconds is not None else chunk_seconds / 6)
+        decoding["stride_seconds"] = round(float(stride_seconds if stride_seconds is not None else chunk_seconds / 6), 3)
     return make_transcriber(base, chunk_seconds, stride_seconds), decoding
 
 

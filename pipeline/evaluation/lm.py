@@ -378,6 +378,7 @@ def load_decoder(tokenizer: Any, lm: str | Path | None = None, alpha: float | No
     words must be spelled with the tokenizer's characters; otherwise a one-line `ModelError`.
     """
     _require_decoder_libs()
+    logging.getLogger("pyctcdecode").setLevel(logging.WARNING)  # it logs every alphabet substitution at INFO
     import kenlm
     from pyctcdecode import Alphabet, BeamSearchDecoderCTC, LanguageModel
 
@@ -392,7 +393,7 @@ def load_decoder(tokenizer: Any, lm: str | Path | None = None, alpha: float | No
         if alphabet_file.is_file():
             saved = json.loads(alphabet_file.read_text(encoding="utf-8"))["labels"]
             if list(saved) != labels:
-                diff = next((i for i, (a, b) in enumerate(zip(saved, labels)) if a != b), min(len(saved), len(labels)))
+                diff = next((i for i, (a, b) in enumerate(zip(saved, labels, strict=False)) if a != b), min(len(saved), len(labels)))
                 raise ModelError(
                     f"{alphabet_file}: the LM alphabet does not match the tokenizer ({len(saved)} vs {len(labels)} "
                     f"labels, first difference at id {diff}); rebuild it with scripts/build_lm.py --model MODEL")

@@ -137,6 +137,14 @@ def _bar(ax: Any, labels: Sequence[str], values: Sequence[float], title: str, xl
             else:
                 ax.annotate(note, (bar.get_x() + bar.get_width() / 2, bar.get_height()), xytext=(0, 2),
                             textcoords="offset points", ha="center", fontsize=7)
+    from matplotlib.ticker import MaxNLocator
+
+    if horizontal:
+        ax.margins(x=0.12)
+        if all(float(v).is_integer() for v in values):
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    else:
+        ax.margins(y=0.1)
     ax.set_title(title)
     ax.grid(axis="x" if horizontal else "y", alpha=0.3)
 

@@ -12,4 +12,12 @@ def build_task(recipe: Recipe) -> Task:
         from pipeline.tasks.asr import ASRTask
 
         return ASRTask(recipe)
-    raise RecipeError(f"task: unknown task {recipe.task!r} (available: asr)")
+    if recipe.task == "ssl":
+        from pipeline.tasks.ssl import SSLTask
+
+        return SSLTask(recipe)
+    if recipe.task == "vocoder":
+        from pipeline.tasks.vocoder import VocoderTask
+
+        return VocoderTask(recipe)
+    raise RecipeError(f"task: unknown task {recipe.task!r} (available: asr, ssl, vocoder)")

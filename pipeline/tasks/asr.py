@@ -12,6 +12,7 @@ from accelerate import Accelerator
 
 from pipeline.audio import read_audio
 from pipeline.config import Recipe, dump_recipe
+from pipeline.data.augment import augment_input
 from pipeline.data.prepare import SkipReport, prepare_split
 from pipeline.data.sources import describe_spec, load_spec
 from pipeline.data.text import build_vocab, get_normalizer
@@ -120,6 +121,11 @@ class ASRTask:
         self._audio = self.train["audio"]
         self._text = self.train["text"]
         self._wav2vec2_masking = self.family.has_wav2vec2_masking
+        self._augment = r.data.augment
+        self._augment_on = bool(self._augment.speed or self._augment.vtlp)
+        if self._augment.vtlp and self.feature_extractor.model_input_names[0] == "input_values":
+            raise RecipeError(f"data.augment.vtlp: the {self.family.name} family reads raw waveforms; "
+                              "vocal-tract-length perturbation needs log-mel inputs (use data.augment.speed)")
         self._feature_cache: dict[int, np.ndarray] = {}
         self._cache_bytes = 0
         self._cache_limit = int(r.train.feature_cache_gb * 2**30)
@@ -160,7 +166,8 @@ class ASRTask:
         feats, texts, seconds = [], [], 0.0
         for row in rows:
             try:
-                feats.append(self._features(row))
+                x = self._features(row)
+                feats.append(augment_input(x, self._augment, self.sample_rate) if self._augment_on else x)
                 texts.append(row["text"])
                 seconds += float(row.get("duration", 0.0))
             except DataError as exc:  # changed on disk since it was measured: skip, never crash mid-run

@@ -4,6 +4,12 @@ The loop (pipeline.training.loop) owns devices, precision, accumulation, logging
 resume. A task owns everything specific to a model: data preparation, batch collation, the loss,
 metrics and what a finished model directory holds. ASR, self-supervised pretraining, vocoders
 and acoustic models all plug in here.
+
+Optional hooks the loop calls when a task defines them:
+- `on_step_start(model, step)`: before each optimizer step (0-based; the unwrapped model), e.g. a
+  schedule that must follow the step and survive resume (the Gumbel temperature of task ssl).
+- `step_metrics() -> dict[str, float]`: the task's own training metrics since the last call,
+  merged into each training-log record (averaged over processes: return the same keys on each).
 """
 
 from __future__ import annotations

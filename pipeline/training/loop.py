@@ -172,6 +172,7 @@ class Trainer:
                 bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
             return metrics
 
+        on_step_start = getattr(task, "on_step_start", None)
         model.train()
         stopped_early = False
         while step < total_steps and (t.max_steps is not None or sampler.epoch < t.epochs):
@@ -188,6 +189,8 @@ class Trainer:
                 if not group:
                     break
                 t0 = time.monotonic()
+                if on_step_start is not None:  # optional task hook, e.g. a schedule that follows the step
+                    on_step_start(acc.unwrap_model(model), step)
                 loss_sum, units, audio = self._step(model, optimizer, scheduler, group, filler, state)
                 sampler.start += len(group)
                 step += 1
@@ -201,6 +204,7 @@ class Trainer:
                     loss = window["loss"] / max(window["units"], 1.0)
                     rec = {"step": step, "loss": loss, "lr": scheduler.get_last_lr()[0], "epoch": sampler.epoch,
                            "audio_seconds_per_second": window["audio"] / max(window["time"], 1e-9)}
+                    rec.update(self._task_metrics())
                     self._log(rec)
                     bar.set_postfix(loss=f"{loss:.3f}", lr=f"{rec['lr']:.2e}")
                     window = dict.fromkeys(window, 0.0)
@@ -234,6 +238,16 @@ class Trainer:
         acc.wait_for_everyone()  # before end_training(), which destroys the process group
         acc.end_training()
         return summary
+
+    def _task_metrics(self) -> dict[str, float]:
+        """The task's own training metrics for the log window (optional `step_metrics` hook), averaged over processes."""
+        step_metrics = getattr(self.task, "step_metrics", None)
+        metrics = step_metrics() if step_metrics is not None else {}
+        if metrics and self.acc.num_processes > 1:
+            keys = sorted(metrics)
+            values = self.acc.reduce(torch.tensor([float(metrics[k]) for k in keys], device=self.acc.device), reduction="mean")
+            metrics = dict(zip(keys, values.tolist(), strict=True))
+        return {k: float(v) for k, v in metrics.items()}
 
     # ---------------------------------------------------------------------------------------
     def _step(self, model, optimizer, scheduler, group, filler, state) -> tuple[float, float, float]:

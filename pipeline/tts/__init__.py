@@ -1,0 +1,21 @@
+"""Text-to-speech components: mel front-ends, the DiffWave diffusion vocoder, samplers and metrics.
+
+- `pipeline.tts.mel`: `MelConfig` presets ("speecht5", "ljspeech"/"hifigan"), `MelFrontEnd`.
+- `pipeline.tts.diffwave`: `DiffWave` (diffusers `ModelMixin`/`ConfigMixin`), size presets.
+- `pipeline.tts.sampling`: training schedule, fast/DDIM/DPM-Solver/DDPM samplers, PriorGrad prior.
+- `pipeline.tts.metrics`: log-mel L1, MR-STFT, PESQ, STOI, real-time factor, Griffin-Lim floor.
+- `pipeline.tts.inference`: `Vocoder` (network + mel preset + sampling settings, save/load).
+The training task is `pipeline.tasks.vocoder` (recipe `task: vocoder`).
+"""
+
+from pipeline.tts.diffwave import PRESETS as MODEL_PRESETS
+from pipeline.tts.diffwave import DiffWave
+from pipeline.tts.inference import Vocoder, VocoderSettings
+from pipeline.tts.mel import PRESETS as MEL_PRESETS
+from pipeline.tts.mel import MelConfig, MelFrontEnd, check_compatible, get_mel_config
+from pipeline.tts.sampling import SAMPLERS, sample, training_scheduler
+
+__all__ = [
+    "MEL_PRESETS", "MODEL_PRESETS", "SAMPLERS", "DiffWave", "MelConfig", "MelFrontEnd", "Vocoder", "VocoderSettings",
+    "check_compatible", "get_mel_config", "sample", "training_scheduler",
+]

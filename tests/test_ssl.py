@@ -158,3 +158,29 @@ def test_zero_steps_writes_the_initial_model(corpus: Path, tmp_path: Path, run_s
     model = Wav2Vec2ForPreTraining.from_pretrained(out)
     assert model.config.num_codevectors_per_group == 16
     assert json.loads((out / "train_results.json").read_text())["steps"] == 0
+
+
+def test_conformer_pretraining_model(tmp_path: Path) -> None:
+    from transformers import Wav2Vec2ConformerForCTC
+
+    from pipeline.models.ssl import contrastive_logits
+
+    cfg = {k: v for k, v in TINY.items() if k != "do_stable_layer_norm"}
+    cfg.update(conv_depthwise_kernel_size=3, position_embeddings_type="rotary")
+    model = build_pretraining_model("wav2vec2-conformer", ModelConfig(family="wav2vec2-conformer", config=cfg),
+                                    SSLConfig(num_negatives=5, mask_time_length=5))
+    torch.manual_seed(0)
+    attention = torch.ones(2, 16000, dtype=torch.long)
+    attention[1, 8000:] = 0
+    frames = int(model._get_feat_extract_output_lengths(16000))
+    mask = compute_span_mask(model._get_feature_vector_attention_mask(frames, attention), 0.65, 5)
+    negatives = sample_negatives(mask, 5)
+    out = model(torch.randn(2, 16000) * attention, attention_mask=attention, mask_time_indices=mask,
+                sampled_negative_indices=negatives)
+    assert torch.isfinite(out.loss)
+    logits = contrastive_logits(model, out.projected_states, out.projected_quantized_states, negatives, mask)
+    assert logits.shape == (int(mask.sum()), 6)
+    model.save_pretrained(tmp_path)
+    ctc = Wav2Vec2ConformerForCTC.from_pretrained(tmp_path, vocab_size=8)
+    key = "encoder.layers.0.ffn1.intermediate_dense.weight"
+    assert torch.equal(ctc.wav2vec2_conformer.state_dict()[key], model.wav2vec2_conformer.state_dict()[key])

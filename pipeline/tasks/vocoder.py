@@ -57,7 +57,7 @@ class VocoderTask:
         self.v = recipe.vocoder
         self._model: DiffWave | None = None
         self.report = SkipReport()
-        self.mel_config: MelConfig = get_mel_config(self.v.mel) if not isinstance(self.v.mel, dict) else get_mel_config(self.v.mel)
+        self.mel_config: MelConfig = get_mel_config(self.v.mel)
         self._evaluations = 0
         self._gl_cache: dict[tuple[int, ...], dict[str, Any]] = {}
 

@@ -3,7 +3,9 @@
 
 Each row runs in a fresh process (so peak memory is its own): a model with random weights (speed does
 not depend on them) vocodes a mel of the given length with 6 steps (DiffWave's fast schedule) or 50
-(full DDPM) after one short warm-up. RTF = synthesis seconds / audio seconds (< 1: faster than real time).
+(full DDPM) after one short warm-up. RTF = synthesis seconds / audio seconds (< 1: faster than real time),
+from wall-clock time and from the process's CPU time. On a shared machine the wall clock includes
+time spent waiting for a core; with one thread, CPU time is what an otherwise idle core would take.
 Synthesis time is the fastest of `--repeat` runs (the machine may be shared).
 Peak memory = the process's peak resident set size during synthesis minus its size just before.
 
@@ -56,7 +58,7 @@ def _mel(frames: int) -> Any:
     return torch.rand(1, 80, frames, generator=g) * 5.0 - 9.0  # within a natural-log mel's range
 
 
-def _ours(preset: str, steps: int, frames: int, repeat: int) -> tuple[float, float, float, int]:
+def _ours(preset: str, steps: int, frames: int, repeat: int) -> tuple[tuple[float, float], float, float, int]:
     import torch
 
     from pipeline.tts.diffwave import DiffWave, model_kwargs
@@ -70,13 +72,13 @@ def _ours(preset: str, steps: int, frames: int, repeat: int) -> tuple[float, flo
     before = _rss_mb()
     times = []
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         sample(model, mel, sampler="fast", steps=steps, generator=torch.Generator().manual_seed(0))
-        times.append(time.perf_counter() - t0)
+        times.append((time.perf_counter() - t0, time.process_time() - c0))
     return min(times), before, _peak_mb(), params
 
 
-def _lmnt(preset: str, steps: int, frames: int, repeat: int) -> tuple[float, float, float, int]:
+def _lmnt(preset: str, steps: int, frames: int, repeat: int) -> tuple[tuple[float, float], float, float, int]:
     import diffwave.inference as inference
     import torch
     from diffwave.model import DiffWave as LmntDiffWave
@@ -101,9 +103,9 @@ def _lmnt(preset: str, steps: int, frames: int, repeat: int) -> tuple[float, flo
         before = _rss_mb()
         times = []
         for _ in range(repeat):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             inference.predict(mel, model_dir=tmp, device=cpu, fast_sampling=steps == 6)
-            times.append(time.perf_counter() - t0)
+            times.append((time.perf_counter() - t0, time.process_time() - c0))
         return min(times), before, _peak_mb(), n_params
 
 
@@ -113,10 +115,10 @@ def _row(impl: str, preset: str, steps: int, seconds: float, sample_rate: int, t
     torch.set_num_threads(threads)
     frames = round(seconds * sample_rate / HOP)
     try:
-        elapsed, before, peak, n = (_ours if impl == "ours" else _lmnt)(preset, steps, frames, repeat)
+        (elapsed, cpu), before, peak, n = (_ours if impl == "ours" else _lmnt)(preset, steps, frames, repeat)
         audio = frames * HOP / sample_rate
-        out.put({"ok": True, "elapsed": elapsed, "rtf": elapsed / audio, "audio": audio, "mem": max(0.0, peak - before),
-                 "params": n})
+        out.put({"ok": True, "elapsed": elapsed, "cpu": cpu, "rtf": elapsed / audio, "cpu_rtf": cpu / audio, "audio": audio,
+                 "mem": max(0.0, peak - before), "params": n})
     except Exception as exc:  # noqa: BLE001 - reported in the table
         out.put({"ok": False, "error": f"{type(exc).__name__}: {exc}"})
 
@@ -132,13 +134,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3,
                     help="time each 6-step row this many times and keep the fastest (50-step rows: once)")
+    ap.add_argument("--impl", nargs="+", choices=("ours", "lmnt"), default=["ours", "lmnt"], help="implementations to time")
     ap.add_argument("--no-lmnt", action="store_true", help="skip the diffwave package")
     a = ap.parse_args()
     try:
         import diffwave.inference  # noqa: F401
 
-        have_lmnt = not a.no_lmnt
-        lmnt_note = "" if have_lmnt else "diffwave package rows skipped (--no-lmnt)"
+        have_lmnt = not a.no_lmnt and "lmnt" in a.impl
+        lmnt_note = ""
     except Exception as exc:  # noqa: BLE001
         have_lmnt = False
         lmnt_note = f"diffwave package not importable ({type(exc).__name__}): its rows are skipped"
@@ -148,10 +151,11 @@ def main() -> None:
           f"load average {load0[0]:.1f}; sample rate {a.sample_rate} Hz, hop {HOP}")
     if lmnt_note:
         print(lmnt_note)
-    print("| implementation | preset | params | steps | audio (s) | synthesis (s) | RTF | peak memory (MB) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| implementation | preset | params | steps | audio (s) | wall (s) | RTF (wall) | CPU (s) | RTF (CPU time) "
+          "| peak memory (MB) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for preset in a.presets:
-        for impl in ["ours", "lmnt"] if have_lmnt else ["ours"]:
+        for impl in [i for i in a.impl if i == "ours" or have_lmnt]:
             for steps in a.steps:
                 for seconds in a.seconds:
                     if steps > 6 and a.fifty_step_seconds and seconds != a.fifty_step_seconds:
@@ -164,12 +168,13 @@ def main() -> None:
                     proc.join()
                     name = "speech-pipeline DiffWave" if impl == "ours" else "diffwave (PyPI, LMNT)"
                     if not r["ok"]:
-                        print(f"| {name} | {preset} | - | {steps} | {seconds:.0f} | failed: {r['error']} | - | - |")
+                        print(f"| {name} | {preset} | - | {steps} | {seconds:.0f} | failed: {r['error']} | - | - | - | - |")
                         continue
                     print(f"| {name} | {preset} | {r['params'] / 1e6:.2f} M | {steps} | {r['audio']:.2f} | {r['elapsed']:.2f} | "
-                          f"{r['rtf']:.2f} | {r['mem']:.0f} |", flush=True)
+                          f"{r['rtf']:.2f} | {r['cpu']:.2f} | {r['cpu_rtf']:.2f} | {r['mem']:.0f} |", flush=True)
     load1 = os.getloadavg()
-    print(f"load average at the end {load1[0]:.1f} (above {os.cpu_count()}: other work shared these cores; RTFs are pessimistic)")
+    print(f"load average at the end {load1[0]:.1f} (above {os.cpu_count()}: other work shared these cores and wall-clock RTFs "
+          "are pessimistic; with --threads 1, RTF (CPU time) is the idle-core figure)")
 
 
 if __name__ == "__main__":

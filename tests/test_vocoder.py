@@ -206,3 +206,14 @@ def test_resume_is_exact(voc_corpus: Path, tmp_path: Path, caplog: pytest.LogCap
     assert "resumed from" in caplog.text and "step 2" in caplog.text
     resumed = load_file(out / "diffusion_pytorch_model.safetensors")
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+
+
+def test_recipes_load() -> None:
+    from pipeline.config import load_recipe
+
+    quick = load_recipe(QUICKSTART)
+    assert quick.task == "vocoder" and quick.vocoder.mel == "speecht5" and quick.data.train.path == "data/synth/train"
+    assert (quick.vocoder.sampler, quick.vocoder.steps) == ("fast", 6)
+    lj = load_recipe(REPO / "recipes" / "tts" / "diffwave_ljspeech.yaml")
+    assert lj.vocoder.mel == "ljspeech" and lj.model.config == {"preset": "base"} and lj.vocoder.prior
+    assert get_mel_config(lj.vocoder.mel).sample_rate == 22050

@@ -36,7 +36,8 @@ def test_quickstart_recipe_loads_into_typed_dataclasses() -> None:
     assert r.model.family == "parakeet"
     assert r.model.config["encoder_config"]["hidden_size"] == 144
     assert isinstance(r.train.learning_rate, float) and r.train.learning_rate == pytest.approx(2e-3)
-    assert r.train.lr_schedule == "cosine" and r.train.epochs == 20
+    assert r.train.lr_schedule == "cosine" and r.train.epochs == 9
+    assert r.data.augment.speed == [0.85, 1.15] and r.data.augment.vtlp == pytest.approx(0.1)
     assert r.train.resume is False and r.train.max_steps is None
     assert r.eval.max_utterances == 100
     # defaults for keys the recipe does not set

@@ -59,7 +59,9 @@ TINY_PARAKEET = [
     "model.mask_time_prob=0",
     "model.mask_feature_prob=0",
 ]
-COMMON = ["train.threads=1", "train.max_minutes=null", "train.log_every=1", "train.keep_last=3"]
+# Augmentation draws per-process random numbers: off, so that 1 and 2 processes see the same inputs.
+COMMON = ["train.threads=1", "train.max_minutes=null", "train.log_every=1", "train.keep_last=3",
+          "data.augment.speed=null", "data.augment.vtlp=0"]
 
 W2V_RECIPE = f"""\
 base: {QUICKSTART}

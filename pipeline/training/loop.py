@@ -159,9 +159,12 @@ class Trainer:
         last_eval_metrics: dict[str, Any] = {}
         last_eval_step = -1
 
+        earlier_seconds = float(state.get("train_seconds", 0.0))  # spent by the runs this one resumes
+
         def checkpoint() -> None:
             nonlocal last_saved
-            state.update(step=step, epoch=sampler.epoch, batch_in_epoch=sampler.start, history=self.history)
+            state.update(step=step, epoch=sampler.epoch, batch_in_epoch=sampler.start, history=self.history,
+                         train_seconds=earlier_seconds + time.monotonic() - started)
             save_checkpoint(acc, self.out, step, state, t.keep_last)
             last_saved = step
 
@@ -222,7 +225,7 @@ class Trainer:
             if sampler.start >= len(sampler):
                 sampler.set_epoch(sampler.epoch + 1, 0)
         bar.close()
-        state["train_seconds"] = state.get("train_seconds", 0.0) + (time.monotonic() - started)
+        state["train_seconds"] = earlier_seconds + time.monotonic() - started
         if step != last_saved or stopped_early:
             checkpoint()
 

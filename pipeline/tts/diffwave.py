@@ -105,18 +105,22 @@ class ResidualLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor, step: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # x: (B, T, C); cond: (B, T, n_mels); step: (B, step_dim)
-        n, d = x.shape[1], self.dilation
+        b, n, c = x.shape
+        d = self.dilation
         y = x + self.step_projection(step).unsqueeze(1)
-        yp = F.pad(y, (0, 0, d, d))
+        # The batch, zero-padded by d on both sides, as one (B * (T + 2d), C) matrix: the three taps of the
+        # dilated convolution are then contiguous row windows of it, and each is a single matrix product.
+        # Output row r = bi * (T + 2d) + t holds utterance bi, sample t (rows with t >= T are never read).
+        yp = F.pad(y, (0, 0, d, d)).reshape(-1, c)
+        rows = yp.shape[0] - 2 * d
         w = self.dilated_conv.weight
-        z = self.condition(cond)
         inplace = not torch.is_grad_enabled()
-        for k in range(3):
-            tap = yp[:, k * d : k * d + n]
-            if inplace:
-                z.baddbmm_(tap, w[:, :, k].t().expand(tap.shape[0], -1, -1))
-            else:
-                z = torch.baddbmm(z, tap, w[:, :, k].t().expand(tap.shape[0], -1, -1))
+        z = torch.mm(yp[:rows], w[:, :, 0].t())
+        for k in (1, 2):
+            tap = yp[k * d : k * d + rows]
+            z = z.addmm_(tap, w[:, :, k].t()) if inplace else torch.addmm(z, tap, w[:, :, k].t())
+        z = z.view(1, n, 2 * c) if b == 1 else z.as_strided((b, n, 2 * c), ((n + 2 * d) * 2 * c, 2 * c, 1))
+        z = z + self.condition(cond)
         gate, filt = z.chunk(2, dim=-1)
         h = torch.sigmoid(gate) * torch.tanh(filt)
         out = torch.matmul(h, self.output_projection.weight[:, :, 0].t()) + self.output_projection.bias

@@ -28,6 +28,7 @@ from pipeline.models.asr import (
     load_feature_extractor,
     preflight,
 )
+from pipeline.tasks.base import ModelHolder
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ def _mask_spans(features: torch.Tensor, lengths: list[int], prob: float, span: i
                 features[i, :n, start : start + width] = 0.0
 
 
-class ASRTask:
+class ASRTask(ModelHolder):
     name = "asr"
     main_metric = "wer"
 
@@ -132,14 +133,6 @@ class ASRTask:
         n = sum(p.numel() for p in self._model.parameters())
         logger.info("model: %s, %.2f M parameters, vocabulary %d, blank id %d", self.family.name, n / 1e6, len(tokenizer),
                     tokenizer.pad_token_id)
-
-    @property
-    def model(self) -> torch.nn.Module:
-        assert self._model is not None, "call setup() first"
-        return self._model
-
-    def train_durations(self) -> list[float]:
-        return self._durations
 
     def train_example(self, index: int) -> dict[str, Any]:
         return {"index": index, "audio": self._audio[index], "text": self._text[index], "duration": self._durations[index]}

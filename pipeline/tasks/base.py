@@ -48,3 +48,18 @@ class Task(Protocol):
 
     def save(self, model: torch.nn.Module, output_dir: Path, metrics: dict[str, Any]) -> None:
         """Write a finished, self-contained model directory (main process only)."""
+
+
+class ModelHolder:
+    """The accessors every task shares: set `self._model` and `self._durations` in `setup()`."""
+
+    _model: torch.nn.Module | None = None
+    _durations: list[float]
+
+    @property
+    def model(self) -> torch.nn.Module:
+        assert self._model is not None, "call setup() first"
+        return self._model
+
+    def train_durations(self) -> list[float]:
+        return self._durations

@@ -49,6 +49,7 @@ from pipeline.models.ssl import (
     sample_negatives,
     ssl_family,
 )
+from pipeline.tasks.base import ModelHolder
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ logger = logging.getLogger(__name__)
 FINETUNE_MASKING = {"mask_time_prob": 0.05, "mask_time_length": 10, "mask_time_min_masks": 2}
 
 
-class SSLTask:
+class SSLTask(ModelHolder):
     name = "ssl"
     main_metric = "contrastive_loss"
 
@@ -113,14 +114,6 @@ class SSLTask:
         logger.info("model: %s pretraining, %.2f M parameters, codebook %d groups x %d entries, %.2f h of unlabelled audio",
                     self.family, n / 1e6, self._model.config.num_codevector_groups,
                     self._model.config.num_codevectors_per_group, self.unlabelled_hours)
-
-    @property
-    def model(self) -> torch.nn.Module:
-        assert self._model is not None, "call setup() first"
-        return self._model
-
-    def train_durations(self) -> list[float]:
-        return self._durations
 
     def train_example(self, index: int) -> dict[str, Any]:
         return {"index": index, "audio": self._audio[index], "duration": self._durations[index]}

@@ -36,6 +36,7 @@ from pipeline.data.prepare import SkipReport, prepare_split
 from pipeline.data.sources import describe_spec, load_spec
 from pipeline.errors import DataError, ModelError, RecipeError
 from pipeline.io import write_json, write_text
+from pipeline.tasks.base import ModelHolder
 from pipeline.tts.diffwave import DiffWave, model_kwargs
 from pipeline.tts.inference import SETTINGS_FILE, Vocoder, VocoderSettings
 from pipeline.tts.mel import MEL_CONFIG_FILE, MelConfig, MelFrontEnd, get_mel_config, same_features
@@ -48,7 +49,7 @@ PRIOR_PERCENTILE = 99.5  # the frame energy mapped to sigma = 1 (a robust maximu
 PRIOR_UTTERANCES = 200
 
 
-class VocoderTask:
+class VocoderTask(ModelHolder):
     name = "vocoder"
     main_metric = "log_mel_l1"
 
@@ -137,14 +138,6 @@ class VocoderTask:
             energies.append(prior_std(mel, self.mel_config.log, 1.0, min_std=0.0).numpy())
         ref = float(np.percentile(np.concatenate(energies), PRIOR_PERCENTILE))
         return max(ref, 1e-6)
-
-    @property
-    def model(self) -> torch.nn.Module:
-        assert self._model is not None, "call setup() first"
-        return self._model
-
-    def train_durations(self) -> list[float]:
-        return self._durations
 
     def train_example(self, index: int) -> dict[str, Any]:
         return {"index": index, "audio": self._audio[index], "duration": self._durations_s[index]}

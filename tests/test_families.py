@@ -37,7 +37,13 @@ import yaml  # noqa: E402
 from pipeline.config import ModelConfig, load_recipe  # noqa: E402
 from pipeline.data.text import build_vocab, get_normalizer  # noqa: E402
 from pipeline.errors import ModelError  # noqa: E402
-from pipeline.models.asr import FAMILIES, build_model, character_tokenizer, detect_family  # noqa: E402
+from pipeline.models.asr import (  # noqa: E402
+    FAMILIES,
+    build_model,
+    character_tokenizer,
+    detect_family,
+    load_feature_extractor,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "recipes"
@@ -450,6 +456,23 @@ def test_family_is_detected_from_checkpoint_config(tmp_path: Path, variant: str)
     assert detect_family(ModelConfig(name_or_path=str(tmp_path))).name == family
     # an explicit family wins over the checkpoint's
     assert detect_family(ModelConfig(family="hubert", name_or_path=str(tmp_path))).name == "hubert"
+
+
+def test_recipe_front_end_overrides_apply_on_top_of_a_checkpoint(tmp_path: Path) -> None:
+    """An 8 kHz front-end for telephone-band audio, on a 16 kHz checkpoint: the override wins, the rest is kept."""
+    from transformers import ParakeetFeatureExtractor
+
+    ParakeetFeatureExtractor(preemphasis=0.9).save_pretrained(tmp_path)
+    family = FAMILIES["parakeet"]
+    kept = load_feature_extractor(family, ModelConfig(name_or_path=str(tmp_path)))
+    assert (kept.sampling_rate, kept.n_fft, kept.preemphasis) == (16000, 512, 0.9)
+    fe = load_feature_extractor(family, ModelConfig(name_or_path=str(tmp_path), feature_extractor={
+        "sampling_rate": 8000, "n_fft": 256, "win_length": 200, "hop_length": 80}))
+    assert (fe.sampling_rate, fe.n_fft, fe.hop_length, fe.preemphasis) == (8000, 256, 80, 0.9)
+    # the mel filters are rebuilt for the new rate: 129 FFT bins, none of the 80 filters empty
+    assert tuple(fe.mel_filters.shape) == (80, 129) and bool((fe.mel_filters.sum(1) > 0).all())
+    one_second = fe(np.zeros(8000, dtype=np.float32), sampling_rate=8000, return_tensors="np")["input_features"]
+    assert one_second.shape[1] == 101  # 10 ms hop at 8 kHz, as at 16 kHz
 
 
 def test_family_detection_errors(tmp_path: Path) -> None:

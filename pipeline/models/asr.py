@@ -111,9 +111,14 @@ def character_tokenizer(vocab: dict[str, int]) -> Wav2Vec2CTCTokenizer:
 
 
 def load_feature_extractor(family: Family, cfg: ModelConfig) -> Any:
+    """The checkpoint's feature extractor (or the family default), with the recipe's overrides on top.
+
+    Overrides on a checkpoint change what the model hears, e.g. an 8 kHz front-end for telephone-band
+    recordings; they are saved with the fine-tuned model, so every later reader uses the same front-end.
+    """
     if cfg.name_or_path:
         try:
-            return AutoFeatureExtractor.from_pretrained(cfg.name_or_path, revision=cfg.revision)
+            return AutoFeatureExtractor.from_pretrained(cfg.name_or_path, revision=cfg.revision, **(cfg.feature_extractor or {}))
         except (OSError, ValueError):
             logger.info("%s has no feature-extractor config; using the %s default", cfg.name_or_path, family.name)
     return family.default_feature_extractor(cfg.feature_extractor)

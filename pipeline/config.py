@@ -63,7 +63,7 @@ class ModelConfig:
     family: str = "auto"  # auto | wav2vec2 | hubert | wavlm | wav2vec2-conformer | wav2vec2-bert | parakeet
     name_or_path: str | None = None  # Hub id or local directory
     config: dict[str, Any] | None = None  # inline architecture (used when name_or_path is empty)
-    feature_extractor: dict[str, Any] | None = None  # feature-extractor overrides (inline configs)
+    feature_extractor: dict[str, Any] | None = None  # feature-extractor overrides (on a checkpoint's too)
     # characters: a new vocabulary from the train split and a new head; checkpoint: keep the checkpoint's
     # tokenizer and head; auto: keep them when the checkpoint has a tokenizer covering the train text
     tokenizer: Literal["characters", "checkpoint", "auto"] = "characters"
@@ -161,6 +161,23 @@ class VocoderConfig:
 
 
 @dataclass
+class AcousticConfig:
+    """FastSpeech2Conformer text-to-mel training (task: acoustic); ignored by the other tasks.
+
+    The network's size comes from `model.config` (`{preset: small}`, optionally with
+    FastSpeech2ConformerConfig keys). Targets use the vocoder's mel preset `mel`; durations come from
+    espeak-ng phoneme events of a synthetic corpus (pipeline.tts.phonemes).
+    """
+
+    mel: str = "speecht5"  # mel preset of the vocoder it will sit in front of (pipeline.tts.mel.PRESETS)
+    durations: Literal["espeak", "ctc"] = "espeak"  # ctc (forced alignment of natural speech): not implemented yet
+    voice: str = "en-us"  # espeak-ng voice that phonemises text at inference
+    stats_utterances: int = 200  # training utterances the mel/pitch/energy normalisation is measured on
+    f0_min: float = 60.0  # Hz, pitch tracker search range
+    f0_max: float = 500.0
+
+
+@dataclass
 class Recipe:
     output_dir: str
     task: str = "asr"
@@ -172,6 +189,7 @@ class Recipe:
     eval: EvalConfig = field(default_factory=EvalConfig)
     ssl: SSLConfig = field(default_factory=SSLConfig)
     vocoder: VocoderConfig = field(default_factory=VocoderConfig)
+    acoustic: AcousticConfig = field(default_factory=AcousticConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -383,6 +401,9 @@ def validate(recipe: Recipe) -> None:
         raise RecipeError("vocoder: need 0 < crop_min_samples <= crop_max_samples")
     if v.steps < 1 or v.eval_utterances < 0 or v.samples < 0 or v.sample_every < 0 or v.prior_min_std <= 0:
         raise RecipeError("vocoder: steps must be >= 1, eval_utterances/samples/sample_every >= 0, prior_min_std > 0")
+    ac = recipe.acoustic
+    if ac.stats_utterances < 1 or not 0 < ac.f0_min < ac.f0_max:
+        raise RecipeError("acoustic: need stats_utterances >= 1 and 0 < f0_min < f0_max")
     if recipe.data.min_duration > recipe.data.max_duration:
         raise RecipeError("data.min_duration is larger than data.max_duration")
     if recipe.model.name_or_path is None and recipe.model.config is None:

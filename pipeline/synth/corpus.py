@@ -139,6 +139,15 @@ def resample(audio: np.ndarray, orig_sr: int, sample_rate: int) -> np.ndarray:
 
 def postprocess(audio: np.ndarray, orig_sr: int, sample_rate: int) -> np.ndarray:
     """Trim or pad to ``PAD_SECONDS`` of silence at each end, resample, scale the peak to ``PEAK``."""
+    return postprocess_with_shift(audio, orig_sr, sample_rate)[0]
+
+
+def postprocess_with_shift(audio: np.ndarray, orig_sr: int, sample_rate: int) -> tuple[np.ndarray, int]:
+    """``postprocess`` plus the shift (in ``orig_sr`` samples) it applied before resampling.
+
+    Sample ``s`` of espeak's output sits at ``(s + shift) * sample_rate / orig_sr`` in the result;
+    pipeline.tts.phonemes maps espeak's phoneme events onto a corpus file with it.
+    """
     peak = float(np.max(np.abs(audio))) if audio.size else 0.0
     if peak <= 0.0:
         raise RuntimeError("espeak produced silent audio")
@@ -148,10 +157,11 @@ def postprocess(audio: np.ndarray, orig_sr: int, sample_rate: int) -> np.ndarray
     start, end = max(0, first - pad), min(len(audio), last + pad)
     # espeak starts speaking within ~10 ms, so top up with digital silence to PAD_SECONDS
     audio = np.pad(audio[start:end], (pad - (first - start), pad - (end - last)))
+    shift = pad - first
     if sample_rate != orig_sr:
         audio = resample(audio, orig_sr, sample_rate)
     audio = audio * (PEAK / max(float(np.max(np.abs(audio))), 1e-9))
-    return np.clip(audio, -1.0, 1.0).astype(np.float32)
+    return np.clip(audio, -1.0, 1.0).astype(np.float32), shift
 
 
 def render(job: Job, root: Path, sample_rate: int) -> float:
@@ -160,6 +170,31 @@ def render(job: Job, root: Path, sample_rate: int) -> float:
     audio = postprocess(syn.audio, syn.sample_rate, sample_rate)
     sf.write(root / job.split / job.file_name, audio, sample_rate, subtype="PCM_16", format="WAV")
     return len(audio) / sample_rate
+
+
+def replay(jobs: list[Job], sample_rate: int, list_voices_first: bool) -> list[tuple[int, int, list[tuple[str, int, int]]]]:
+    """Re-synthesise ``jobs`` as a writer process did: (file length, trim shift, espeak phoneme events) each.
+
+    espeak's output depends on the calls its process made before, so run this in a process that
+    has not used espeak yet: ``list_voices_first`` for the serial writer (``plan`` listed the voices
+    first), not for a worker shard. Lives here, not in pipeline.tts, so a spawned process imports
+    only this package (and torch for resampling).
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # see _render_serial
+    try:
+        if list_voices_first:
+            espeak.list_voices()
+        out = []
+        for job in jobs:
+            syn = espeak.synthesize(job.text, job.voice, rate=job.rate, pitch=job.pitch, pitch_range=job.pitch_range)
+            audio, shift = postprocess_with_shift(syn.audio, syn.sample_rate, sample_rate)
+            out.append((len(audio), shift, syn.phonemes))
+        return out
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _render_serial(jobs: list[Job], root: Path, sample_rate: int, bar: tqdm) -> list[float]:

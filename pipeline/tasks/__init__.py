@@ -20,4 +20,8 @@ def build_task(recipe: Recipe) -> Task:
         from pipeline.tasks.vocoder import VocoderTask
 
         return VocoderTask(recipe)
-    raise RecipeError(f"task: unknown task {recipe.task!r} (available: asr, ssl, vocoder)")
+    if recipe.task == "acoustic":
+        from pipeline.tasks.acoustic import AcousticTask
+
+        return AcousticTask(recipe)
+    raise RecipeError(f"task: unknown task {recipe.task!r} (available: asr, ssl, vocoder, acoustic)")

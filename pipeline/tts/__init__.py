@@ -5,7 +5,10 @@
 - `pipeline.tts.sampling`: training schedule, fast/DDIM/DPM-Solver/DDPM samplers, PriorGrad prior.
 - `pipeline.tts.metrics`: log-mel L1, MR-STFT, PESQ, STOI, real-time factor, Griffin-Lim floor.
 - `pipeline.tts.inference`: `Vocoder` (network + mel preset + sampling settings, save/load).
-The training task is `pipeline.tasks.vocoder` (recipe `task: vocoder`).
+- `pipeline.tts.phonemes`: espeak-ng phoneme events, the phoneme vocabulary, per-phoneme durations.
+- `pipeline.tts.acoustic`: FastSpeech2Conformer text -> mel (`AcousticModel`) and `TextToSpeech`.
+- `pipeline.tts.roundtrip`: round-trip intelligibility (synthesise, transcribe with our ASR, WER).
+The training tasks are `pipeline.tasks.vocoder` (`task: vocoder`) and `pipeline.tasks.acoustic` (`task: acoustic`).
 """
 
 from pipeline.tts.diffwave import PRESETS as MODEL_PRESETS

@@ -1,0 +1,204 @@
+"""Text-to-speech: espeak phonemes and durations, the FastSpeech2Conformer task through the shared loop,
+scripts/synthesize.py end to end, and refusal of an acoustic model / vocoder pair with different mels."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from pipeline.errors import ModelError, RecipeError
+from pipeline.tts.mel import get_mel_config
+from pipeline.tts.phonemes import SIL, PhonemeVocab, frame_durations, synthetic_alignments, text_to_phonemes
+
+REPO = Path(__file__).resolve().parents[1]
+QUICKSTART = REPO / "recipes" / "tts" / "quickstart.yaml"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """One intra-op thread: tiny models gain nothing from two, and on a busy machine OpenMP barriers stall."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def tts_corpus(tmp_path_factory: pytest.TempPathFactory, run_script) -> Path:
+    """Made by the script in a fresh process, as users make corpora: espeak's output depends on the calls
+    its process made before, and the alignment replays a fresh writer process."""
+    out = tmp_path_factory.mktemp("tts_corpus") / "corpus"
+    proc = run_script("synth_corpus.py", out, "--train", "12", "--test", "3", "--seed", "3", "--quiet", timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(tts_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from pipeline.config import load_recipe
+    from pipeline.training.loop import run_training
+
+    out = tmp_path_factory.mktemp("tts_model") / "acoustic"
+    recipe = load_recipe(QUICKSTART, [
+        f"output_dir={out}", f"data.train={tts_corpus / 'train'}", f"data.eval={tts_corpus / 'test'}",
+        "model.config={preset: tiny}", "train.max_steps=16", "train.max_minutes=null", "train.warmup_steps=0",
+        "train.batch_seconds=8", "train.log_every=4", "train.eval_every=0", "train.save_every=1000", "train.threads=1",
+        "acoustic.stats_utterances=6",
+    ])
+    run_training(recipe)
+    return out
+
+
+def _tiny_vocoder(path: Path, preset: str) -> Path:
+    from pipeline.tts.diffwave import DiffWave, model_kwargs
+    from pipeline.tts.inference import Vocoder
+
+    mel = get_mel_config(preset)
+    kwargs = model_kwargs({"preset": "tiny"})
+    kwargs.update(n_mels=mel.n_mels, hop_length=mel.hop_length)
+    torch.manual_seed(0)
+    Vocoder(DiffWave(**kwargs), mel).save_pretrained(path)
+    return path
+
+
+# ------------------------------------------------------------------------------------------------
+def test_phonemes_and_vocabulary(tmp_path: Path) -> None:
+    phonemes = text_to_phonemes("Hello world.", "en-us")
+    assert phonemes[0] == SIL and phonemes[-1] == SIL
+    assert {"h", "l", "w"} <= set(phonemes) and any("oU" in p for p in phonemes)  # stress marks stay on the vowel
+    vocab = PhonemeVocab.build([phonemes])
+    assert vocab.encode(["h", "not-a-phoneme"]) == [vocab.index["h"], vocab.index["<unk>"]]
+    assert vocab.pad_id == 0
+    vocab.save(tmp_path)
+    assert PhonemeVocab.load(tmp_path).tokens == vocab.tokens
+
+
+def test_frame_durations_sum_to_frames() -> None:
+    for preset in ("speecht5", "ljspeech"):
+        mel = get_mel_config(preset)
+        for n in (1, 255, 256, 257, 10_000, 33_017):
+            starts = sorted({0, *np.linspace(0, n, 7).astype(int).tolist()[1:-1]})
+            d = frame_durations(starts, n, mel)
+            assert sum(d) == mel.frames(n) and min(d) >= 0 and len(d) == len(starts)
+    mel = get_mel_config("speecht5")  # centred frames: frame k belongs to the unit holding sample k * 256
+    assert frame_durations([0, 256, 600], 1024, mel) == [1, 2, 2]
+
+
+def test_synthetic_alignments(tts_corpus: Path, tmp_path: Path) -> None:
+    from pipeline.evaluation.evaluate import default_cache_dir
+
+    spans = synthetic_alignments(tts_corpus / "train", default_cache_dir())  # the training run reuses it
+    assert len(spans) == 12
+    good = {k: v for k, v in spans.items() if v}
+    assert len(good) >= 10  # espeak is not bit-reproducible: a few may be skipped, never most
+    mel = get_mel_config("speecht5")
+    for name, s in good.items():
+        n = sf.info(str(tts_corpus / "train" / name)).frames
+        assert s[0] == (SIL, 0, 1600) and s[-1][0] == SIL and s[-1][2] == n  # PAD_SECONDS of silence at each end
+        assert all(a[2] <= b[1] for a, b in zip(s[:-1], s[1:], strict=True))
+        assert sum(frame_durations([x[1] for x in s], n, mel)) == mel.frames(n)
+    assert synthetic_alignments(tts_corpus / "train", default_cache_dir()) == spans  # cached
+    with pytest.raises(Exception, match="ctc"):
+        synthetic_alignments(tmp_path, tmp_path)
+
+
+def test_acoustic_model_trains(trained: Path) -> None:
+    log = [json.loads(x) for x in (trained / "train_log.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in log if "loss" in r]
+    assert len(losses) == 4 and all(np.isfinite(losses))
+    assert losses[-1] < losses[0]
+    assert {"mel_l1", "duration_mse", "pitch_mse", "energy_mse"} <= set(log[0])
+    assert {"model.safetensors", "config.json", "phonemes.json", "mel_config.json", "acoustic.json"} <= {p.name for p in trained.iterdir()}
+    assert not list(trained.glob("*.bin"))
+    assert json.loads((trained / "mel_config.json").read_text())["name"] == "speecht5"
+
+
+def test_synthesize_end_to_end(trained: Path, tmp_path: Path, run_script) -> None:
+    voc = _tiny_vocoder(tmp_path / "vocoder", "speecht5")
+    (tmp_path / "lines.txt").write_text("Hello there.\nA second, longer line of text.\n", encoding="utf-8")
+    proc = run_script("synthesize.py", "--acoustic", trained, "--vocoder", voc, "--text-file", tmp_path / "lines.txt",
+                      "--output-dir", tmp_path / "out", "--sampler", "ddim", "--steps", "2", "--speaking-rate", "1.2",
+                      "--threads", "1", timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in ("0000.wav", "0001.wav"):
+        audio, sr = sf.read(str(tmp_path / "out" / name))
+        assert sr == 16000 and len(audio) > 0 and np.isfinite(audio).all()
+    assert not (tmp_path / "out" / "0002.wav").exists()
+
+
+def test_speaking_rate_and_mismatched_presets(trained: Path, tmp_path: Path) -> None:
+    from pipeline.tts.acoustic import AcousticModel, TextToSpeech
+    from pipeline.tts.inference import Vocoder
+
+    acoustic = AcousticModel.from_pretrained(trained)
+    normal = acoustic.mel("Hello there, how are you today?")
+    fast = acoustic.mel("Hello there, how are you today?", speaking_rate=2.0)
+    assert normal.shape[0] == 80 and fast.shape[1] <= normal.shape[1]
+    assert float(normal.min()) >= get_mel_config("speecht5").log_floor
+    wrong = Vocoder.from_pretrained(_tiny_vocoder(tmp_path / "lj", "ljspeech"))
+    with pytest.raises(ModelError, match="do not fit together.*ljspeech"):
+        TextToSpeech(acoustic, wrong)
+
+
+def test_ljspeech_recipe_refuses_ctc_durations() -> None:
+    from pipeline.config import load_recipe
+    from pipeline.tasks import build_task
+
+    recipe = load_recipe(REPO / "recipes" / "tts" / "fastspeech2conformer_ljspeech.yaml")
+    assert recipe.acoustic.mel == "ljspeech"
+    with pytest.raises(RecipeError, match="CTC forced alignment.*not implemented"):
+        build_task(recipe).setup(None)  # refused before any data is touched
+
+
+# ------------------------------------------------------------------------------------------------
+def test_dtw_l1() -> None:
+    from pipeline.tts.roundtrip import dtw_l1
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(20, 4))
+    assert dtw_l1(a, a) == 0.0
+    assert dtw_l1(a, np.repeat(a, 2, axis=0)) == 0.0  # the same content spoken twice as slowly
+    assert dtw_l1(a, a + 1.0) == pytest.approx(1.0)
+
+
+def _tiny_asr(path: Path, texts: list[str]) -> Path:
+    """An untrained tiny Parakeet CTC model directory with a character vocabulary: real loading, real decoding."""
+    from transformers import ParakeetCTCConfig, ParakeetFeatureExtractor, ParakeetForCTC
+
+    from pipeline.data.text import build_vocab
+    from pipeline.models.asr import character_tokenizer
+
+    tok = character_tokenizer(build_vocab(texts, blank_last=True))
+    enc = {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32,
+           "conv_kernel_size": 7, "subsampling_factor": 4, "subsampling_conv_channels": 8}
+    torch.manual_seed(0)
+    ParakeetForCTC(ParakeetCTCConfig(encoder_config=enc, vocab_size=len(tok), pad_token_id=tok.pad_token_id)).save_pretrained(path)
+    tok.save_pretrained(path)
+    ParakeetFeatureExtractor().save_pretrained(path)
+    return path
+
+
+def test_round_trip_evaluation(trained: Path, tts_corpus: Path, tmp_path: Path) -> None:
+    from pipeline.config import DataSpec
+    from pipeline.tts.roundtrip import evaluate_tts
+
+    texts = [r.split(",", 1)[1].rsplit(",", 1)[0] for r in (tts_corpus / "train" / "metadata.csv").read_text().splitlines()[1:]]
+    asr = _tiny_asr(tmp_path / "asr", texts)
+    voc = _tiny_vocoder(tmp_path / "vocoder", "speecht5")
+    m = evaluate_tts(trained, voc, asr, tmp_path / "rt", data=DataSpec(path=str(tts_corpus / "test")), sampler="ddim",
+                     steps=2, write_audio=1, progress=False)
+    assert m["sentences"] == 3
+    for arm in ("tts", "griffin_lim", "recording"):
+        assert m[arm]["wer"] >= 0.0 and np.isfinite(m[arm]["cer"])
+    assert m["tts"]["wer_gap_vs_recordings"] == pytest.approx(m["tts"]["wer"] - m["recording"]["wer"])
+    assert np.isfinite(m["log_mel_l1_dtw"]) and m["log_mel_l1_dtw"] > 0
+    rows = [json.loads(x) for x in (tmp_path / "rt" / "utterances.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 and {"tts_hypothesis", "griffin_lim_hypothesis", "recording_hypothesis"} <= set(rows[0])
+    assert json.loads((tmp_path / "rt" / "metrics.json").read_text()) == m
+    audio, sr = sf.read(str(tmp_path / "rt" / "audio" / "0000_tts.wav"))
+    assert sr == 16000 and np.isfinite(audio).all()

@@ -103,7 +103,12 @@ def test_mel_presets(voc_corpus: Path) -> None:
     audio = _speech(voc_corpus)
     ours = MelFrontEnd("speecht5")(torch.from_numpy(audio)).numpy()
     theirs = SpeechT5FeatureExtractor()(audio_target=audio, sampling_rate=16000, return_tensors="np")["input_values"][0].T
-    assert ours.shape[0] == 80 and np.abs(ours[:, : theirs.shape[1]] - theirs).max() < 1e-3
+    diff = np.abs(ours[:, : theirs.shape[1]] - theirs)
+    assert ours.shape[0] == 80 and theirs.shape[1] >= 100
+    # float32 (ours) vs float64 (theirs) STFTs agree to ~1e-7 of the peak: bins more than 7 decades down
+    # are rounding noise whose log may differ by a few 1e-3; everything audible must agree to 1e-3
+    audible = theirs > theirs.max() - 7.0
+    assert audible.mean() > 0.5 and diff[audible].max() < 1e-3 and diff.max() < 2e-2
     lj = MelFrontEnd("ljspeech")
     assert lj(torch.zeros(256 * 12)).shape == (80, 12)  # HiFi-GAN framing: k hops -> k frames
     assert get_mel_config("hifigan").log == "ln" and get_mel_config("speecht5").log == "log10"

@@ -52,8 +52,6 @@ import argparse
 import json
 import multiprocessing as mp
 import os
-import platform
-import resource
 import shlex
 import shutil
 import sys
@@ -63,23 +61,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from _machine import cpu_name, peak_mb  # benchmarks/_machine.py (scripts run from this folder)
+
 ARMS = ("reference", "ours")
 SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
-
-
-def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 @dataclass
@@ -232,7 +217,7 @@ def _reference(s: Setup) -> dict[str, Any]:
         t0, c0 = time.perf_counter(), time.process_time()
         result = trainer.train()
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-        peak = _peak_mb()
+        peak = peak_mb()
         steps = int(result.global_step)
         del trainer, vectorized
     padded = sum(n * longest for n, longest, _ in collator.batches)
@@ -256,7 +241,7 @@ def _ours(s: Setup) -> dict[str, Any]:
     t0, c0 = time.perf_counter(), time.process_time()
     summary = run_training(recipe)
     call_wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    peak = _peak_mb()
+    peak = peak_mb()
     ckpt = latest_checkpoint(recipe.output_dir)
     state = json.loads((ckpt / STATE_FILE).read_text()) if ckpt is not None else {}
     wall = float(state.get("train_seconds", 60 * summary["train_minutes"]))
@@ -329,7 +314,7 @@ def main() -> None:
     load1 = os.getloadavg()
 
     print()
-    print(f"machine: {_cpu_name()}, {os.cpu_count()} CPUs visible, torch threads {a.threads}, "
+    print(f"machine: {cpu_name()}, {os.cpu_count()} CPUs visible, torch threads {a.threads}, "
           f"load average {load0[0]:.1f} at the start, {load1[0]:.1f} at the end")
     print(f"command: {_command()}")
     print(f"recipe: {a.recipe} (no augmentation, no masking){' + ' + ' '.join(a.overrides) if a.overrides else ''}")

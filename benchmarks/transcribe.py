@@ -39,35 +39,15 @@ import inspect
 import json
 import multiprocessing as mp
 import os
-import platform
-import resource
 import shlex
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from _machine import cpu_name, peak_mb, rss_mb  # benchmarks/_machine.py (scripts run from this folder)
+
 ARMS = ("pipeline-bs1", "pipeline-bs16", "ours-bs1", "ours-batched")
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _normalizer(model_dir: str, given: str | None) -> str:
@@ -138,9 +118,9 @@ def _arm(arm: str, a: dict[str, Any], q: Any) -> None:
 
             def run() -> list[str]:
                 return transcriber.transcribe(audios)
-        before = _rss_mb()
+        before = rss_mb()
         wall, cpu, hyps = _timed(run, a["repeat"])
-        peak = _peak_mb()
+        peak = peak_mb()
         audio = sum(len(x) for x in audios) / sr
         metrics, _ = score(table, hyps, a["normalizer"], details=False)
         q.put({"ok": True, "wall": wall, "cpu": cpu, "audio": audio, "peak": peak, "during": max(0.0, peak - before),
@@ -179,20 +159,20 @@ def _probe(kind: str, seconds: float, a: dict[str, Any], q: Any) -> None:
         if kind == "inference":
             transcriber = Transcriber(model, fe, tok)
             transcriber.transcribe([wave[: sr // 2]])  # warm-up
-            before = _rss_mb()
+            before = rss_mb()
             wall, cpu, _ = _timed(lambda: transcriber.transcribe([wave]), 1)
         else:
             model.train()
             inputs = featurize(fe, [wave])
             inputs.pop("frames_mask")
             labels = torch.tensor([tok(text).input_ids])
-            before = _rss_mb()
+            before = rss_mb()
 
             def step() -> None:
                 model(**inputs, labels=labels).loss.backward()
 
             wall, cpu, _ = _timed(step, 1)
-        peak = _peak_mb()
+        peak = peak_mb()
         q.put({"ok": True, "wall": wall, "cpu": cpu, "peak": peak, "during": max(0.0, peak - before)})
     except Exception as exc:  # noqa: BLE001 - reported in the table
         q.put({"ok": False, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"})
@@ -259,7 +239,7 @@ def main() -> None:
     load1 = os.getloadavg()
 
     print()
-    print(f"machine: {_cpu_name()}, {os.cpu_count()} CPUs visible, torch threads {a.threads}, "
+    print(f"machine: {cpu_name()}, {os.cpu_count()} CPUs visible, torch threads {a.threads}, "
           f"load average {load0[0]:.1f} at the start, {load1[0]:.1f} at the end")
     print(f"command: {_command()}")
     ok = {k: v for k, v in results.items() if v["ok"]}

@@ -22,33 +22,13 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
-import platform
-import resource
 import tempfile
 import time
 from typing import Any
 
+from _machine import cpu_name, peak_mb, rss_mb  # benchmarks/_machine.py (scripts run from this folder)
+
 HOP = 256
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _mel(frames: int) -> Any:
@@ -69,13 +49,13 @@ def _ours(preset: str, steps: int, frames: int, repeat: int) -> tuple[tuple[floa
     params = sum(p.numel() for p in model.parameters())
     sample(model, _mel(16), sampler="fast", steps=6)  # warm-up
     mel = _mel(frames)
-    before = _rss_mb()
+    before = rss_mb()
     times = []
     for _ in range(repeat):
         t0, c0 = time.perf_counter(), time.process_time()
         sample(model, mel, sampler="fast", steps=steps, generator=torch.Generator().manual_seed(0))
         times.append((time.perf_counter() - t0, time.process_time() - c0))
-    return min(times), before, _peak_mb(), params
+    return min(times), before, peak_mb(), params
 
 
 def _lmnt(preset: str, steps: int, frames: int, repeat: int) -> tuple[tuple[float, float], float, float, int]:
@@ -100,13 +80,13 @@ def _lmnt(preset: str, steps: int, frames: int, repeat: int) -> tuple[tuple[floa
         cpu = torch.device("cpu")
         inference.predict(_mel(16)[0], model_dir=tmp, device=cpu, fast_sampling=True)  # loads the model; warm-up
         mel = _mel(frames)[0]
-        before = _rss_mb()
+        before = rss_mb()
         times = []
         for _ in range(repeat):
             t0, c0 = time.perf_counter(), time.process_time()
             inference.predict(mel, model_dir=tmp, device=cpu, fast_sampling=steps == 6)
             times.append((time.perf_counter() - t0, time.process_time() - c0))
-        return min(times), before, _peak_mb(), n_params
+        return min(times), before, peak_mb(), n_params
 
 
 def _row(impl: str, preset: str, steps: int, seconds: float, sample_rate: int, threads: int, repeat: int, out: Any) -> None:
@@ -147,7 +127,7 @@ def main() -> None:
         lmnt_note = f"diffwave package not importable ({type(exc).__name__}): its rows are skipped"
     ctx = mp.get_context("spawn")
     load0 = os.getloadavg()
-    print(f"machine: {_cpu_name()}, {os.cpu_count()} CPUs visible, torch threads {a.threads}, "
+    print(f"machine: {cpu_name()}, {os.cpu_count()} CPUs visible, torch threads {a.threads}, "
           f"load average {load0[0]:.1f}; sample rate {a.sample_rate} Hz, hop {HOP}")
     if lmnt_note:
         print(lmnt_note)

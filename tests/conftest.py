@@ -38,7 +38,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -149,3 +149,15 @@ def trained_tiny_model(tiny_corpus: Path, tmp_path_factory: pytest.TempPathFacto
     assert proc.returncode == 0, f"train.py failed ({proc.returncode}):\n{proc.stderr[-4000:]}"
     assert (out / "model.safetensors").is_file(), sorted(p.name for p in out.iterdir())
     return out
+
+
+@pytest.fixture(scope="module")
+def one_thread_module() -> Iterator[None]:
+    """One intra-op thread for a module of tiny models: they gain nothing from two, and on a busy machine
+    OpenMP barriers stall. Use with `pytestmark = pytest.mark.usefixtures("one_thread_module")`."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

@@ -19,13 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "recipes" / "tts" / "quickstart.yaml"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: tiny models gain nothing from two, and on a busy machine OpenMP barriers stall."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 @pytest.fixture(scope="module")

@@ -23,13 +23,7 @@ TINY = ["model.config={preset: tiny}", "train.threads=1", "train.max_minutes=nul
         "train.batch_seconds=2", "train.log_every=1"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: tiny models gain nothing from two, and on a busy machine OpenMP barriers stall."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 def tiny_model(seed: int = 0) -> DiffWave:

@@ -31,12 +31,12 @@ import torch
 from accelerate import Accelerator
 
 from pipeline.audio import read_audio
-from pipeline.config import Recipe, dump_recipe
+from pipeline.config import Recipe
 from pipeline.data.prepare import SkipReport, prepare_split
 from pipeline.data.sources import describe_spec, load_spec
 from pipeline.errors import DataError, ModelError, RecipeError
 from pipeline.io import write_json, write_text
-from pipeline.tasks.base import ModelHolder
+from pipeline.tasks.base import ModelHolder, metric_text, render_model_card
 from pipeline.tts.acoustic import AcousticModel, TargetStats, model_config, utterance_targets
 from pipeline.tts.mel import MelFrontEnd, get_mel_config, same_features
 from pipeline.tts.phonemes import PhonemeVocab, frame_durations, synthetic_alignments
@@ -312,13 +312,11 @@ def _cache_dir() -> str:
 
 def model_card(recipe: Recipe, model: torch.nn.Module, task: AcousticTask, metrics: dict[str, Any]) -> str:
     def fmt(key: str) -> str:
-        v = metrics.get(key)
-        return f"{v:.3f}" if isinstance(v, float) else "-"
+        return metric_text(metrics, key)
 
     c = model.config
     n = sum(p.numel() for p in model.parameters()) / 1e6
-    lines = [
-        "---", "tags: [text-to-speech, fastspeech2-conformer, speech-pipeline]", "---", "", f"# {Path(recipe.output_dir).name}", "",
+    body = [
         f"A FastSpeech2Conformer acoustic model (text -> mel; {c.encoder_layers}+{c.decoder_layers} layers x {c.hidden_size}, "
         f"{n:.2f} M parameters) trained with speech-pipeline. {recipe.description}".strip(), "",
         f"- mel preset: {task.mel_config.describe()} (`mel_config.json`): pair it with a vocoder of the same preset",
@@ -329,9 +327,7 @@ def model_card(recipe: Recipe, model: torch.nn.Module, task: AcousticTask, metri
         "| loss | mel L1 | duration MSE (log) | pitch MSE | energy MSE | length error |", "|---|---|---|---|---|---|",
         f"| {fmt('eval_loss')} | {fmt('eval_mel_l1')} | {fmt('eval_duration_mse')} | {fmt('eval_pitch_mse')} | "
         f"{fmt('eval_energy_mse')} | {fmt('eval_length_error')} |", "",
-        f"Training: {metrics.get('steps')} steps, {metrics.get('train_minutes')} minutes, stopped by {metrics.get('stop_reason')}.", "",
-        "## Usage", "", "```bash",
-        f'python scripts/synthesize.py --acoustic {recipe.output_dir} --vocoder VOCODER_DIR --text "Hello there." --output hello.wav',
-        "```", "", "## Recipe", "", "```yaml", dump_recipe(recipe).rstrip(), "```", "",
     ]
-    return "\n".join(lines)
+    usage = ["```bash", f'python scripts/synthesize.py --acoustic {recipe.output_dir} --vocoder VOCODER_DIR '
+             '--text "Hello there." --output hello.wav', "```", ""]
+    return render_model_card(recipe, ["tags: [text-to-speech, fastspeech2-conformer, speech-pipeline]"], body, metrics, usage)

@@ -11,7 +11,7 @@ import torch
 from accelerate import Accelerator
 
 from pipeline.audio import read_audio
-from pipeline.config import Recipe, dump_recipe
+from pipeline.config import Recipe
 from pipeline.data.augment import augment_input
 from pipeline.data.prepare import SkipReport, prepare_split
 from pipeline.data.sources import describe_spec, load_spec
@@ -28,7 +28,7 @@ from pipeline.models.asr import (
     load_feature_extractor,
     preflight,
 )
-from pipeline.tasks.base import ModelHolder
+from pipeline.tasks.base import ModelHolder, render_model_card
 
 logger = logging.getLogger(__name__)
 
@@ -229,9 +229,7 @@ class ASRTask(ModelHolder):
 def model_card(recipe: Recipe, family: str, metrics: dict[str, Any], report: SkipReport) -> str:
     d = recipe.data
     wer, cer = metrics.get("eval_wer"), metrics.get("eval_cer")
-    lines = [
-        "---", "library_name: transformers", "pipeline_tag: automatic-speech-recognition", "tags: [ctc, speech-pipeline]", "---",
-        "", f"# {Path(recipe.output_dir).name}", "",
+    body = [
         f"A {family} CTC model trained with speech-pipeline (`scripts/train.py`). {recipe.description}".strip(), "",
         "## Data", "",
         f"- train: `{describe_spec(d.train) if d.train else '-'}`",
@@ -241,10 +239,9 @@ def model_card(recipe: Recipe, family: str, metrics: dict[str, Any], report: Ski
         "## Results", "",
         "| split | WER | CER |", "|---|---|---|",
         f"| eval | {wer:.4f} | {cer:.4f} |" if isinstance(wer, float) and isinstance(cer, float) else "| eval | - | - |", "",
-        f"Training: {metrics.get('steps')} steps, {metrics.get('train_minutes')} minutes, stopped by {metrics.get('stop_reason')}.", "",
-        "## Usage", "", "```python", "import soundfile as sf", "from transformers import pipeline", "",
-        f'asr = pipeline("automatic-speech-recognition", model="{recipe.output_dir}")',
-        'audio, sr = sf.read("speech.wav", dtype="float32")', 'print(asr({"raw": audio, "sampling_rate": sr})["text"])', "```", "",
-        "## Recipe", "", "```yaml", dump_recipe(recipe).rstrip(), "```", "",
     ]
-    return "\n".join(lines)
+    usage = ["```python", "import soundfile as sf", "from transformers import pipeline", "",
+             f'asr = pipeline("automatic-speech-recognition", model="{recipe.output_dir}")',
+             'audio, sr = sf.read("speech.wav", dtype="float32")', 'print(asr({"raw": audio, "sampling_rate": sr})["text"])', "```", ""]
+    front = ["library_name: transformers", "pipeline_tag: automatic-speech-recognition", "tags: [ctc, speech-pipeline]"]
+    return render_model_card(recipe, front, body, metrics, usage)

@@ -63,3 +63,24 @@ class ModelHolder:
 
     def train_durations(self) -> list[float]:
         return self._durations
+
+
+def metric_text(metrics: dict[str, Any], key: str, digits: int = 3) -> str:
+    """A metric for a model card: the number, or "-" when the run has none."""
+    v = metrics.get(key)
+    return f"{v:.{digits}f}" if isinstance(v, float) else "-"
+
+
+def render_model_card(recipe: Any, front_matter: list[str], body: list[str], metrics: dict[str, Any],
+               usage: list[str] | None = None) -> str:
+    """The README.md every task writes next to its model: front matter, title, the task's own body
+    (description, data, results), then the same training line, usage and recipe sections for all."""
+    from pipeline.config import dump_recipe
+
+    lines = ["---", *front_matter, "---", "", f"# {Path(recipe.output_dir).name}", "", *body,
+             f"Training: {metrics.get('steps')} steps, {metrics.get('train_minutes')} minutes, "
+             f"stopped by {metrics.get('stop_reason')}.", ""]
+    if usage:
+        lines += ["## Usage", "", *usage]
+    lines += ["## Recipe", "", "```yaml", dump_recipe(recipe).rstrip(), "```", ""]
+    return "\n".join(lines)

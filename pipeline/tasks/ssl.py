@@ -30,7 +30,7 @@ import torch
 from accelerate import Accelerator
 
 from pipeline.audio import read_audio
-from pipeline.config import Recipe, dump_recipe
+from pipeline.config import Recipe
 from pipeline.data.batching import eval_batches, sorted_shards
 from pipeline.data.prepare import SkipReport, prepare_split
 from pipeline.data.sources import describe_spec, load_spec
@@ -49,7 +49,7 @@ from pipeline.models.ssl import (
     sample_negatives,
     ssl_family,
 )
-from pipeline.tasks.base import ModelHolder
+from pipeline.tasks.base import ModelHolder, render_model_card
 
 logger = logging.getLogger(__name__)
 
@@ -320,9 +320,7 @@ def model_card(recipe: Recipe, family: str, metrics: dict[str, Any], report: Ski
     loss, acc = metrics.get("eval_contrastive_loss"), metrics.get("eval_accuracy")
     result = (f"| eval | {loss:.4f} | {acc:.4f} | {metrics.get('eval_code_perplexity', float('nan')):.1f} |"
               if isinstance(loss, float) and isinstance(acc, float) else "| eval | - | - | - |")
-    lines = [
-        "---", "library_name: transformers", "tags: [wav2vec2, self-supervised, speech-pipeline]", "---", "",
-        f"# {Path(recipe.output_dir).name}", "",
+    body = [
         f"A {family} model pretrained self-supervised (wav2vec 2.0 objective) with speech-pipeline "
         f"(`scripts/train.py`, task ssl). {recipe.description}".strip(), "",
         "It has no CTC head: fine-tune it with an ASR recipe and `model.name_or_path=<this folder>`.", "",
@@ -332,7 +330,6 @@ def model_card(recipe: Recipe, family: str, metrics: dict[str, Any], report: Ski
         f"- {report.summary()}", "",
         "## Results", "",
         "| split | contrastive loss | accuracy (1 + K) | code perplexity |", "|---|---|---|---|", result, "",
-        f"Training: {metrics.get('steps')} steps, {metrics.get('train_minutes')} minutes, stopped by {metrics.get('stop_reason')}.", "",
-        "## Recipe", "", "```yaml", dump_recipe(recipe).rstrip(), "```", "",
     ]
-    return "\n".join(lines)
+    front = ["library_name: transformers", "tags: [wav2vec2, self-supervised, speech-pipeline]"]
+    return render_model_card(recipe, front, body, metrics)

@@ -31,12 +31,12 @@ import torch
 from accelerate import Accelerator
 
 from pipeline.audio import read_audio, write_wav
-from pipeline.config import Recipe, dump_recipe
+from pipeline.config import Recipe
 from pipeline.data.prepare import SkipReport, prepare_split
 from pipeline.data.sources import describe_spec, load_spec
 from pipeline.errors import DataError, ModelError, RecipeError
 from pipeline.io import write_json, write_text
-from pipeline.tasks.base import ModelHolder
+from pipeline.tasks.base import ModelHolder, metric_text, render_model_card
 from pipeline.tts.diffwave import DiffWave, model_kwargs
 from pipeline.tts.inference import SETTINGS_FILE, Vocoder, VocoderSettings
 from pipeline.tts.mel import MEL_CONFIG_FILE, MelConfig, MelFrontEnd, get_mel_config, same_features
@@ -311,13 +311,11 @@ def plot_spectrograms(items: list[tuple[str, list[np.ndarray]]], path: Path) -> 
 def model_card(recipe: Recipe, model: torch.nn.Module, mel: MelConfig, settings: VocoderSettings, metrics: dict[str, Any],
                report: SkipReport) -> str:
     def fmt(key: str) -> str:
-        v = metrics.get(key)
-        return f"{v:.3f}" if isinstance(v, float) else "-"
+        return metric_text(metrics, key)
 
     c = model.config
     n = sum(p.numel() for p in model.parameters()) / 1e6
-    lines = [
-        "---", "tags: [vocoder, diffwave, speech-pipeline]", "---", "", f"# {Path(recipe.output_dir).name}", "",
+    body = [
         f"A DiffWave diffusion vocoder ({c.residual_layers} layers x {c.residual_channels} channels, {n:.2f} M parameters"
         f"{', PriorGrad prior' if settings.prior else ''}) trained with speech-pipeline. {recipe.description}".strip(), "",
         f"- mel preset: {mel.describe()} (`mel_config.json`; other mels are refused)",
@@ -329,11 +327,8 @@ def model_card(recipe: Recipe, model: torch.nn.Module, mel: MelConfig, settings:
         f"| this vocoder | {fmt('eval_log_mel_l1')} | {fmt('eval_mr_stft')} | {fmt('eval_pesq')} | {fmt('eval_stoi')} | {fmt('eval_rtf')} |",
         f"| Griffin-Lim (32 it.) | {fmt('eval_gl_log_mel_l1')} | {fmt('eval_gl_mr_stft')} | {fmt('eval_gl_pesq')} | {fmt('eval_gl_stoi')} | - |",
         "",
-        f"Training: {metrics.get('steps')} steps, {metrics.get('train_minutes')} minutes, stopped by {metrics.get('stop_reason')}.", "",
-        "## Usage", "", "```python", "from pipeline.tts import Vocoder", "",
-        f'voc = Vocoder.from_pretrained("{recipe.output_dir}")',
-        "wave = voc(mel)  # mel: (80, frames) log-mel made with the preset above", "```", "",
-        "or `python scripts/vocode.py --model DIR --output OUT AUDIO...` (copy synthesis).", "",
-        "## Recipe", "", "```yaml", dump_recipe(recipe).rstrip(), "```", "",
     ]
-    return "\n".join(lines)
+    usage = ["```python", "from pipeline.tts import Vocoder", "", f'voc = Vocoder.from_pretrained("{recipe.output_dir}")',
+             "wave = voc(mel)  # mel: (80, frames) log-mel made with the preset above", "```", "",
+             "or `python scripts/vocode.py --model DIR --output OUT AUDIO...` (copy synthesis).", ""]
+    return render_model_card(recipe, ["tags: [vocoder, diffwave, speech-pipeline]"], body, metrics, usage)

@@ -158,6 +158,38 @@ def test_dtw_l1() -> None:
     assert dtw_l1(a, a) == 0.0
     assert dtw_l1(a, np.repeat(a, 2, axis=0)) == 0.0  # the same content spoken twice as slowly
     assert dtw_l1(a, a + 1.0) == pytest.approx(1.0)
+    unrelated = rng.normal(size=(35, 4))
+    stretched = np.repeat(a, 2, axis=0)[:35] + rng.normal(scale=0.05, size=(35, 4))
+    assert dtw_l1(a, stretched) < 0.2 * dtw_l1(a, unrelated)
+
+
+def _dtw_l1_loop(a: np.ndarray, b: np.ndarray) -> float:
+    """The former pure-Python double loop of dtw_l1, kept as the reference for the vectorised one."""
+    cost = np.abs(a[:, None, :] - b[None, :, :]).mean(-1)
+    n, m = cost.shape
+    acc = np.full((n + 1, m + 1), np.inf)
+    steps = np.zeros((n + 1, m + 1), dtype=np.int64)
+    acc[0, 0] = 0.0
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            options = (acc[i - 1, j - 1], acc[i - 1, j], acc[i, j - 1])
+            k = int(np.argmin(options))
+            prev = ((i - 1, j - 1), (i - 1, j), (i, j - 1))[k]
+            acc[i, j] = cost[i - 1, j - 1] + options[k]
+            steps[i, j] = steps[prev] + 1
+    return float(acc[n, m] / steps[n, m])
+
+
+@pytest.mark.parametrize(("n", "m"), [(1, 1), (1, 9), (9, 1), (7, 7), (13, 29), (40, 17)])
+def test_dtw_l1_matches_the_loop(n: int, m: int) -> None:
+    from pipeline.tts.roundtrip import dtw_l1
+
+    rng = np.random.default_rng(n * 100 + m)
+    a, b = rng.normal(size=(n, 8)).astype(np.float32), rng.normal(size=(m, 8)).astype(np.float32)
+    assert dtw_l1(a, b) == pytest.approx(_dtw_l1_loop(a, b), rel=1e-9, abs=1e-12)
+    # small integers: many equal costs, so the tie order (diagonal, up, left) decides the path length
+    a, b = rng.integers(0, 2, size=(n, 2)).astype(float), rng.integers(0, 2, size=(m, 2)).astype(float)
+    assert dtw_l1(a, b) == pytest.approx(_dtw_l1_loop(a, b), rel=1e-9, abs=1e-12)
 
 
 def _tiny_asr(path: Path, texts: list[str]) -> Path:

@@ -33,20 +33,38 @@ logger = logging.getLogger(__name__)
 
 
 def dtw_l1(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean per-frame L1 distance of two (frames, bins) sequences along their best monotonic alignment."""
-    cost = np.abs(a[:, None, :] - b[None, :, :]).mean(-1)
-    n, m = cost.shape
-    acc = np.full((n + 1, m + 1), np.inf)
-    steps = np.zeros((n + 1, m + 1), dtype=np.int64)
-    acc[0, 0] = 0.0
-    for i in range(1, n + 1):
-        for j in range(1, m + 1):
-            options = (acc[i - 1, j - 1], acc[i - 1, j], acc[i, j - 1])
-            k = int(np.argmin(options))
-            prev = ((i - 1, j - 1), (i - 1, j), (i, j - 1))[k]
-            acc[i, j] = cost[i - 1, j - 1] + options[k]
-            steps[i, j] = steps[prev] + 1
-    return float(acc[n, m] / steps[n, m])
+    """Mean per-frame L1 distance of two (frames, bins) sequences along their best monotonic alignment.
+
+    Vectorised for long utterances: the cost matrix is built in row blocks (bounded memory) and the
+    recursion sweeps anti-diagonals, whose cells depend only on the two previous diagonals. The
+    result, ties included (diagonal, then up, then left), is that of the plain double loop.
+    """
+    n, m = len(a), len(b)
+    rows = max(1, (1 << 22) // max(1, m * a.shape[-1]))  # about 4M differences in memory at a time
+    cost = np.concatenate([np.abs(a[s:s + rows, None, :] - b[None, :, :]).mean(-1)
+                           for s in range(0, max(n, 1), rows)])
+    if np.isnan(cost).any():
+        return float("nan")  # a NaN cost reaches the last cell along every path in the loop version
+    # Flat (n + 1, m + 1) tables: an anti-diagonal i + j = d is a slice with stride m.
+    w = m + 1
+    padded = np.zeros((n + 1) * w, dtype=cost.dtype)
+    padded.reshape(n + 1, w)[1:, 1:] = cost
+    acc = np.full((n + 1) * w, np.inf)
+    acc[0] = 0.0
+    steps = np.zeros((n + 1) * w, dtype=np.int64)
+    for d in range(2, n + m + 1):
+        lo, hi = max(1, d - m), min(n, d - 1)
+        start, stop = lo * m + d, hi * m + d + 1
+        here = slice(start, stop, m)
+        diag, up, left = (slice(start - s, stop - s, m) for s in (w + 1, w, 1))
+        best, best_steps = acc[diag], steps[diag]
+        take = acc[up] < best
+        best, best_steps = np.where(take, acc[up], best), np.where(take, steps[up], best_steps)
+        take = acc[left] < best
+        best, best_steps = np.where(take, acc[left], best), np.where(take, steps[left], best_steps)
+        acc[here] = padded[here] + best
+        steps[here] = best_steps + 1
+    return float(acc[n * w + m] / steps[n * w + m])
 
 
 def _sentences(spec: DataSpec | None, text_file: str | None, limit: int | None) -> tuple[list[str], list[Any], str]:

@@ -81,7 +81,10 @@ class ModelConfig:
 class TrainConfig:
     epochs: int = 10
     max_steps: int | None = None  # optimizer steps; overrides epochs when set
-    max_minutes: float | None = None  # wall-clock cap; a checkpoint is written when it is hit
+    max_minutes: float | None = None  # wall-clock cap of the whole run (resumes included); checkpointed when hit
+    # With max_minutes: the LR schedule advances by the share of the budget used when that is ahead of
+    # the share of steps done, so a run the cap stops still warms up and decays fully by the deadline.
+    schedule_follows_budget: bool = True
     learning_rate: float = 1e-4
     weight_decay: float = 0.0
     adam_beta2: float = 0.98

@@ -35,7 +35,6 @@ budget's length goes through one training forward + backward pass (no optimizer 
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import multiprocessing as mp
 import os
@@ -218,10 +217,10 @@ def main() -> None:
     ap.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS), help="arms to time")
     ap.add_argument("--max-length-probe", action="store_true",
                     help="also time single long inputs up to the default batch budgets (peak memory)")
-    ap.add_argument("--probe-seconds", nargs="+", type=float, default=[30.0, 60.0, 120.0],
+    ap.add_argument("--probe-seconds", nargs="+", type=float, default=[30.0, 60.0, 120.0, 240.0],
                     help="input lengths for the inference probe (the Transcriber's budget is always added)")
     a = ap.parse_args()
-    from pipeline.evaluation.inference import Transcriber
+    from pipeline.evaluation.inference import default_batch_seconds
 
     opts = {"model": a.model, "data": a.data, "limit": a.limit, "normalizer": _normalizer(a.model, a.normalizer),
             "threads": a.threads, "repeat": a.repeat, "pipeline_batch": a.pipeline_batch}
@@ -230,7 +229,7 @@ def main() -> None:
     results = {arm: _in_process(ctx, _arm, arm, opts) for arm in ARMS if arm in a.arms}
     probes: list[tuple[str, float, float, dict[str, Any]]] = []
     if a.max_length_probe:
-        infer_budget = float(inspect.signature(Transcriber).parameters["batch_seconds"].default)
+        infer_budget = default_batch_seconds("cpu")
         train_budget, train_source = _train_budget(a.model)
         for seconds in sorted({*a.probe_seconds, infer_budget}):
             probes.append(("inference", seconds, infer_budget, _in_process(ctx, _probe, "inference", seconds, opts)))

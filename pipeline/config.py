@@ -82,8 +82,8 @@ class TrainConfig:
     epochs: int = 10
     max_steps: int | None = None  # optimizer steps; overrides epochs when set
     max_minutes: float | None = None  # wall-clock cap of the whole run (resumes included); checkpointed when hit
-    # With max_minutes: the LR schedule advances by the share of the budget used when that is ahead of
-    # the share of steps done, so a run the cap stops still warms up and decays fully by the deadline.
+    # With max_minutes: after warm-up (counted in steps) the LR decay advances by the share of the budget
+    # used when that is ahead of the share of steps done, so a capped run still decays fully by the deadline.
     schedule_follows_budget: bool = True
     learning_rate: float = 1e-4
     weight_decay: float = 0.0
@@ -111,7 +111,7 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    batch_seconds: float = 240.0
+    batch_seconds: float | None = None  # padded audio seconds per batch; None: 30 on CPU, 240 on GPU
     max_batch_size: int = 64
     max_utterances: int | None = None  # periodic evaluation on a subset (final evaluation uses all)
     examples: int = 3  # transcripts printed after training

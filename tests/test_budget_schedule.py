@@ -25,12 +25,18 @@ def test_follow_budget_jumps_ahead_only_when_time_leads() -> None:
     for _ in range(20):  # 20 steps done
         opt.step()
         sched.step()
-    follow_budget(sched, used=0.1, total_steps=100)  # time behind the steps: nothing moves
+    follow_budget(sched, used=0.1, total_steps=100, warmup_steps=10)  # time behind the steps: nothing moves
     assert sched.last_epoch == 20 and sched.get_last_lr()[0] == reference[20]
-    follow_budget(sched, used=0.555, total_steps=100)  # time ahead: the schedule goes to step ceil(55.5)
-    assert sched.last_epoch == 56 and abs(sched.get_last_lr()[0] - reference[56]) < 1e-12
-    follow_budget(sched, used=1.7, total_steps=100)  # past the budget: the schedule's end, not beyond
+    follow_budget(sched, used=0.5, total_steps=100, warmup_steps=10)  # ahead: decay goes to 10 + ceil(0.5 * 90)
+    assert sched.last_epoch == 55 and abs(sched.get_last_lr()[0] - reference[55]) < 1e-12
+    follow_budget(sched, used=1.7, total_steps=100, warmup_steps=10)  # past the budget: the end, not beyond
     assert sched.last_epoch == 100 and sched.get_last_lr()[0] < 1e-9
+    opt, warm = _cosine(100, warmup=30)  # warm-up counts steps, however much time it takes
+    for _ in range(5):
+        opt.step()
+        warm.step()
+    follow_budget(warm, used=0.9, total_steps=100, warmup_steps=30)
+    assert warm.last_epoch == 5
     state = sched.state_dict()  # the position a checkpoint stores
     _, restored = _cosine(100)
     restored.load_state_dict(state)

@@ -127,7 +127,7 @@ def evaluate_model(
     data: DataSpec,
     output: str | Path,
     normalizer: str | None = None,
-    batch_seconds: float = 240.0,
+    batch_seconds: float | None = None,
     max_duration: float = 3600.0,
     on_bad_rows: str = "skip",
     accelerator: Any = None,
@@ -182,7 +182,7 @@ def evaluate_model(
 
 def build_transcriber(model: Any, fe: Any, tok: Any, model_dir: str | Path, decoder: str = "greedy",
                       lm: str | None = None, beam_width: int | None = None, alpha: float | None = None,
-                      beta: float | None = None, batch_seconds: float = 240.0, chunk_seconds: float | None = None,
+                      beta: float | None = None, batch_seconds: float | None = None, chunk_seconds: float | None = None,
                       stride_seconds: float | None = None, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
     """(transcriber, description for metrics.json): greedy or beam search, chunking long audio."""
     from pipeline.errors import ModelError

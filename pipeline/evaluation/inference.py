@@ -18,6 +18,16 @@ import torch
 
 from pipeline.data.batching import eval_batches
 
+# Inference batch budget (padded audio seconds) when none is given. Measured with benchmarks/transcribe.py
+# on 2 CPU cores: ~30-s batches keep the activations cache-sized and transcribe the synthetic test set
+# 1.4x (Conformer) to 1.8x (wav2vec 2.0) faster than 240-s ones, and beat 15 and 60 s; a GPU wants big ones.
+CPU_BATCH_SECONDS = 30.0
+GPU_BATCH_SECONDS = 240.0
+
+
+def default_batch_seconds(device: torch.device | str) -> float:
+    return CPU_BATCH_SECONDS if torch.device(device).type == "cpu" else GPU_BATCH_SECONDS
+
 
 def output_mask(model: Any, attention_mask: torch.Tensor, frames: int) -> torch.Tensor:
     """Boolean (batch, frames) mask of the CTC output frames that belong to real audio."""
@@ -80,12 +90,12 @@ class Transcriber:
     """Greedy CTC decoding of many utterances, sorted by length and batched by total seconds."""
 
     def __init__(self, model: Any, feature_extractor: Any, tokenizer: Any, device: torch.device | str | None = None,
-                 batch_seconds: float = 240.0, max_batch_size: int = 64) -> None:
+                 batch_seconds: float | None = None, max_batch_size: int = 64) -> None:
         self.model = model
         self.feature_extractor = feature_extractor
         self.tokenizer = tokenizer
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
-        self.batch_seconds = batch_seconds
+        self.batch_seconds = batch_seconds if batch_seconds is not None else default_batch_seconds(self.device)
         self.max_batch_size = max_batch_size if pads_exactly(model) else 1
         self.blank = int(getattr(model, "module", model).config.pad_token_id)
 
@@ -96,7 +106,8 @@ class Transcriber:
         return [self.tokenizer.decode(row[: int(m.sum())].tolist()) for row, m in zip(ids, mask, strict=True)]
 
     @torch.inference_mode()
-    def transcribe_batch(self, audios: Sequence[np.ndarray]) -> list[str]:
+    def forward(self, audios: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Float32 logits (batch, frames, vocab) of one batch and the mask of its frames of real audio."""
         inputs = {k: v.to(self.device) for k, v in featurize(self.feature_extractor, audios).items()}
         frames = inputs.pop("frames_mask")
         was_training = self.model.training
@@ -104,8 +115,10 @@ class Transcriber:
         logits = self.model(**inputs).logits.float()
         if was_training:
             self.model.train()
-        mask = output_mask(self.model, frames, logits.shape[1])
-        return self.logits_to_text(logits, mask)
+        return logits, output_mask(self.model, frames, logits.shape[1])
+
+    def transcribe_batch(self, audios: Sequence[np.ndarray]) -> list[str]:
+        return self.logits_to_text(*self.forward(audios))
 
     def transcribe(self, audios: Sequence[np.ndarray], progress: bool = False) -> list[str]:
         """Transcripts in input order."""

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.evaluation.inference import Transcriber, featurize, output_mask
+from pipeline.evaluation.inference import Transcriber
 
 DEFAULT_CHUNK_SECONDS = 20.0
 
@@ -52,18 +52,9 @@ def chunk_starts(n_samples: int, chunk: int, stride_left: int, stride_right: int
     return starts
 
 
-@torch.inference_mode()
 def forward_logits(transcriber: Transcriber, audios: Sequence[np.ndarray]) -> list[torch.Tensor]:
     """Logits (valid frames x vocab, float32, CPU) of each audio, batched exactly as the transcriber does."""
-    model = transcriber.model
-    inputs = {k: v.to(transcriber.device) for k, v in featurize(transcriber.feature_extractor, audios).items()}
-    frames = inputs.pop("frames_mask")
-    was_training = model.training
-    model.eval()
-    logits = model(**inputs).logits.float()
-    if was_training:
-        model.train()
-    mask = output_mask(model, frames, logits.shape[1])
+    logits, mask = transcriber.forward(audios)
     return [row[: int(m.sum())].cpu() for row, m in zip(logits, mask, strict=True)]
 
 

@@ -214,7 +214,7 @@ class Trainer:
                 window["time"] += time.monotonic() - t0
                 state["audio_seconds"] += audio
                 if budget is not None and t.schedule_follows_budget:
-                    follow_budget(scheduler, budget_used(), total_steps)
+                    follow_budget(scheduler, budget_used(), total_steps, warmup)
                 bar.update(1)
                 if step % t.log_every == 0 or step == total_steps:
                     loss = window["loss"] / max(window["units"], 1.0)
@@ -313,15 +313,19 @@ class Trainer:
         return total, units, audio
 
 
-def follow_budget(scheduler: Any, used: float, total_steps: int) -> None:
-    """Move the LR schedule to the share `used` of the time budget when that is ahead of its step count.
+def follow_budget(scheduler: Any, used: float, total_steps: int, warmup_steps: int = 0) -> None:
+    """After warm-up, move the LR schedule's decay to the share `used` of the time budget when that is
+    ahead of its step count.
 
     Without it a run that the wall-clock cap stops early is cut mid-schedule, at a high learning rate;
-    with it warm-up and decay are spread over the budget and a cosine reaches its floor by the deadline.
+    with it the decay is spread over the budget and a cosine reaches its floor by the deadline. Warm-up
+    keeps counting steps: it is there for the optimiser's stability, which a shorter one would risk.
     The position is a step count kept in the scheduler's state, so checkpoints carry it.
     """
     inner = getattr(scheduler, "scheduler", scheduler)  # accelerate's wrapper holds the torch scheduler
-    target = min(total_steps, math.ceil(used * total_steps))
+    if inner.last_epoch < warmup_steps:
+        return
+    target = min(total_steps, warmup_steps + math.ceil(used * (total_steps - warmup_steps)))
     if target > inner.last_epoch:
         inner.last_epoch = target - 1
         inner.step()

@@ -60,6 +60,13 @@ def test_capped_run_ends_its_schedule_by_the_deadline(tiny_corpus: Path, tiny_re
     assert lrs[-1] < 0.05 * 1e-3  # decayed by the deadline, though only a sliver of the planned steps ran
     assert all(b <= a for a, b in zip(lrs, lrs[1:], strict=False))  # cosine without warm-up only goes down
 
+    # The cap is the whole run's: resuming a run that spent it trains no further step.
+    proc = run_script("train.py", *common, f"output_dir={out}", "train.max_minutes=0.1", "train.resume=true")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "nothing left to train" in proc.stderr
+    again = json.loads((out / "train_results.json").read_text())
+    assert again["steps"] == results["steps"] and again["stop_reason"] == "max_minutes (0.1)"
+
     # Off: the same cap cuts the schedule near its start, at almost the peak learning rate.
     off = tmp_path / "off"
     proc = run_script("train.py", *common, f"output_dir={off}", "train.max_minutes=0.1",

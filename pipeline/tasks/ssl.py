@@ -36,7 +36,7 @@ from pipeline.data.prepare import SkipReport, prepare_split
 from pipeline.data.sources import describe_spec, load_spec
 from pipeline.errors import DataError, RecipeError
 from pipeline.evaluation.evaluate import PIPELINE_META, default_cache_dir
-from pipeline.evaluation.inference import pad_features
+from pipeline.evaluation.inference import default_batch_seconds, pad_features
 from pipeline.io import write_json, write_text
 from pipeline.models.asr import FAMILIES, load_feature_extractor
 from pipeline.models.ssl import (
@@ -255,7 +255,8 @@ class SSLTask(ModelHolder):
         model.eval()
         try:
             e = self.recipe.eval
-            for batch_rows in eval_batches(mine, all_durations, e.batch_seconds, e.max_batch_size):
+            budget = e.batch_seconds if e.batch_seconds is not None else default_batch_seconds(accelerator.device)
+            for batch_rows in eval_batches(mine, all_durations, budget, e.max_batch_size):
                 waves = [self._waveform({"audio": table[i]["audio"]}, cache=False) for i in batch_rows]
                 gens = [torch.Generator().manual_seed(self.ssl.eval_seed * 1_000_003 + i) for i in batch_rows]
                 batch = self._batch(waves, gens)

@@ -188,8 +188,12 @@ class Trainer:
 
         on_step_start = getattr(task, "on_step_start", None)
         model.train()
-        stopped_early = False
-        while step < total_steps and (t.max_steps is not None or sampler.epoch < t.epochs):
+        stopped_early = budget is not None and budget_used() >= 1.0  # spent by the runs this one resumes
+        if stopped_early:
+            stop_reason = f"max_minutes ({t.max_minutes})"
+            logger.warning("train.max_minutes=%s was spent before this resumed run: nothing left to train (raise it "
+                           "to train on)", t.max_minutes)
+        while not stopped_early and step < total_steps and (t.max_steps is not None or sampler.epoch < t.epochs):
             iterator = iter(loader)
             exhausted = False
             while step < total_steps and not exhausted:

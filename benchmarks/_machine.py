@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import platform
 import resource
+import shlex
+import sys
 
 
 def rss_mb() -> float:
@@ -27,3 +29,20 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def command_line() -> str:
+    """The command that ran this benchmark, as a user would retype it (interpreter relative to here)."""
+    rel = os.path.relpath(sys.executable)
+    return shlex.join([rel if not rel.startswith("..") else sys.executable, *sys.argv])
+
+
+def machine_line(threads: int, load_start: float, load_end: float | None = None) -> str:
+    """First line of every benchmark's report: CPU, visible cores, torch threads and load."""
+    load = f"load average {load_start:.1f}" + (f" at the start, {load_end:.1f} at the end" if load_end is not None else "")
+    return f"machine: {cpu_name()}, {os.cpu_count()} CPUs visible, torch threads {threads}, {load}"
+
+
+def load_note(load_end: float, consequence: str) -> str:
+    """Last line of every report: whether other work shared the cores, and what that does to `consequence`."""
+    return f"load average at the end {load_end:.1f} (above {os.cpu_count()}: other work shared these cores and {consequence})"

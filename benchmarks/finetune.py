@@ -52,16 +52,19 @@ import argparse
 import json
 import multiprocessing as mp
 import os
-import shlex
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _machine import cpu_name, peak_mb  # benchmarks/_machine.py (scripts run from this folder)
+from _machine import (  # benchmarks/_machine.py (scripts run from this folder)
+    command_line,
+    load_note,
+    machine_line,
+    peak_mb,
+)
 
 ARMS = ("reference", "ours")
 SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
@@ -275,12 +278,6 @@ def _run(arm: str, s: Setup, out: Any) -> None:
         out.put({"ok": False, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"})
 
 
-def _command() -> str:
-    exe = sys.executable
-    rel = os.path.relpath(exe)
-    return shlex.join([rel if not rel.startswith("..") else exe, *sys.argv])
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--recipe", default="recipes/asr/quickstart.yaml", help="ASR recipe both arms train")
@@ -314,9 +311,8 @@ def main() -> None:
     load1 = os.getloadavg()
 
     print()
-    print(f"machine: {cpu_name()}, {os.cpu_count()} CPUs visible, torch threads {a.threads}, "
-          f"load average {load0[0]:.1f} at the start, {load1[0]:.1f} at the end")
-    print(f"command: {_command()}")
+    print(machine_line(a.threads, load0[0], load1[0]))
+    print(f"command: {command_line()}")
     print(f"recipe: {a.recipe} (no augmentation, no masking){' + ' + ' '.join(a.overrides) if a.overrides else ''}")
     ok = {k: v for k, v in best.items() if v["ok"]}
     any_r = next(iter(ok.values()), None)
@@ -355,8 +351,7 @@ def main() -> None:
               f"{r['epochs_completed']} epochs completed")
     if any_r is not None:
         print(f"WER: greedy decoding of {any_r['eval_utterances']} evaluation utterances, the same code for both arms")
-    print(f"load average at the end {load1[0]:.1f} (above {os.cpu_count()}: other work shared these cores and the "
-          "wall-clock rates are pessimistic)")
+    print(load_note(load1[0], "the wall-clock rates are pessimistic"))
 
 
 if __name__ == "__main__":

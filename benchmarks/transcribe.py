@@ -38,13 +38,17 @@ import argparse
 import json
 import multiprocessing as mp
 import os
-import shlex
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from _machine import cpu_name, peak_mb, rss_mb  # benchmarks/_machine.py (scripts run from this folder)
+from _machine import (  # benchmarks/_machine.py (scripts run from this folder)
+    command_line,
+    load_note,
+    machine_line,
+    peak_mb,
+    rss_mb,
+)
 
 ARMS = ("pipeline-bs1", "pipeline-bs16", "ours-bs1", "ours-batched")
 
@@ -200,11 +204,6 @@ def _train_budget(model_dir: str) -> tuple[float, str]:
     return float(TrainConfig().batch_seconds), "TrainConfig default"
 
 
-def _command() -> str:
-    rel = os.path.relpath(sys.executable)
-    return shlex.join([rel if not rel.startswith("..") else sys.executable, *sys.argv])
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True, help="a saved model directory of ours (config, weights, tokenizer, preprocessor)")
@@ -238,9 +237,8 @@ def main() -> None:
     load1 = os.getloadavg()
 
     print()
-    print(f"machine: {cpu_name()}, {os.cpu_count()} CPUs visible, torch threads {a.threads}, "
-          f"load average {load0[0]:.1f} at the start, {load1[0]:.1f} at the end")
-    print(f"command: {_command()}")
+    print(machine_line(a.threads, load0[0], load1[0]))
+    print(f"command: {command_line()}")
     ok = {k: v for k, v in results.items() if v["ok"]}
     first = next(iter(ok.values()), None)
     if first is not None:
@@ -286,8 +284,7 @@ def main() -> None:
                   f"{r['peak']:.0f} | {r['during']:.0f} |")
         print("(one utterance per run; a longer one still runs, alone, in a batch of its own: the budget bounds "
               "batching, not length; evaluate_model cuts audio over 20 s into chunks first)")
-    print(f"load average at the end {load1[0]:.1f} (above {os.cpu_count()}: other work shared these cores and wall-clock "
-          "RTFs are pessimistic; RTF (CPU time) is closer to an idle machine's)")
+    print(load_note(load1[0], "wall-clock RTFs are pessimistic; RTF (CPU time) is closer to an idle machine's"))
 
 
 if __name__ == "__main__":

@@ -26,7 +26,12 @@ import tempfile
 import time
 from typing import Any
 
-from _machine import cpu_name, peak_mb, rss_mb  # benchmarks/_machine.py (scripts run from this folder)
+from _machine import (  # benchmarks/_machine.py (scripts run from this folder)
+    load_note,
+    machine_line,
+    peak_mb,
+    rss_mb,
+)
 
 HOP = 256
 
@@ -127,8 +132,7 @@ def main() -> None:
         lmnt_note = f"diffwave package not importable ({type(exc).__name__}): its rows are skipped"
     ctx = mp.get_context("spawn")
     load0 = os.getloadavg()
-    print(f"machine: {cpu_name()}, {os.cpu_count()} CPUs visible, torch threads {a.threads}, "
-          f"load average {load0[0]:.1f}; sample rate {a.sample_rate} Hz, hop {HOP}")
+    print(f"{machine_line(a.threads, load0[0])}; sample rate {a.sample_rate} Hz, hop {HOP}")
     if lmnt_note:
         print(lmnt_note)
     print("| implementation | preset | params | steps | audio (s) | wall (s) | RTF (wall) | CPU (s) | RTF (CPU time) "
@@ -153,8 +157,7 @@ def main() -> None:
                     print(f"| {name} | {preset} | {r['params'] / 1e6:.2f} M | {steps} | {r['audio']:.2f} | {r['elapsed']:.2f} | "
                           f"{r['rtf']:.2f} | {r['cpu']:.2f} | {r['cpu_rtf']:.2f} | {r['mem']:.0f} |", flush=True)
     load1 = os.getloadavg()
-    print(f"load average at the end {load1[0]:.1f} (above {os.cpu_count()}: other work shared these cores and wall-clock RTFs "
-          "are pessimistic; with --threads 1, RTF (CPU time) is the idle-core figure)")
+    print(load_note(load1[0], "wall-clock RTFs are pessimistic; with --threads 1, RTF (CPU time) is the idle-core figure"))
 
 
 if __name__ == "__main__":

@@ -217,8 +217,6 @@ class Trainer:
                 window["audio"] += audio
                 window["time"] += time.monotonic() - t0
                 state["audio_seconds"] += audio
-                if budget is not None and t.schedule_follows_budget:
-                    follow_budget(scheduler, budget_used(), total_steps, warmup)
                 bar.update(1)
                 if step % t.log_every == 0 or step == total_steps:
                     loss = window["loss"] / max(window["units"], 1.0)
@@ -233,7 +231,10 @@ class Trainer:
                     last_eval_metrics, last_eval_step = run_eval(), step
                 if (t.save_every and step % t.save_every == 0) or (not t.save_every and epoch_end):
                     checkpoint()
-                if budget is not None and budget_used() >= 1.0:  # every process stops at the same step
+                used = budget_used() if budget is not None else 0.0  # one clock for every process
+                if budget is not None and t.schedule_follows_budget:
+                    follow_budget(scheduler, used, total_steps, warmup)  # the LR of the next step
+                if used >= 1.0:  # every process stops at the same step
                     stopped_early = True
                     break
             if stopped_early:

@@ -40,6 +40,9 @@ def main() -> None:
     p.add_argument("--beam-width", type=int, default=None, help="beams kept (default 64)")
     p.add_argument("--alpha", type=float, default=None, help="LM weight (default: the LM's attrs.json, 0.5)")
     p.add_argument("--beta", type=float, default=None, help="word insertion bonus (default: attrs.json, 1.5)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="batches transcribed at once on a CPU, each on its share of the threads (default: one per "
+                        "torch thread for the models that allow it; 1: one batch at a time)")
     p.add_argument("--chunk-seconds", type=float, default=20.0,
                    help="transcribe audio longer than this in overlapping windows of this length (0: never)")
     p.add_argument("--stride-seconds", type=float, default=None,
@@ -53,7 +56,7 @@ def main() -> None:
                        max_duration=a.max_duration, on_bad_rows="error" if a.strict else "skip",
                        decoder=a.decoder, lm=a.lm, beam_width=a.beam_width, alpha=a.alpha, beta=a.beta,
                        chunk_seconds=a.chunk_seconds, stride_seconds=a.stride_seconds, group_by=a.group_by,
-                       write_html=not a.no_report)
+                       write_html=not a.no_report, workers=a.workers)
     keys = ("wer", "wer_ci95", "cer", "cer_ci95", "substitutions", "deletions", "insertions", "num_utterances",
             "normalizer", "decoding")
     print(json.dumps({k: m.get(k) for k in keys}))

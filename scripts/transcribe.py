@@ -24,6 +24,9 @@ def main() -> None:
     p.add_argument("--model", required=True, help="model directory (or Hub id)")
     p.add_argument("--batch-seconds", type=float, default=None,
                    help="padded audio seconds per batch (default: 30 on CPU, where cache-sized batches are fastest; 240 on GPU)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="batches transcribed at once on a CPU, each on its share of the threads (default: one per "
+                        "torch thread for the models that allow it; 1: one batch at a time)")
     p.add_argument("--chunk-seconds", type=float, default=20.0,
                    help="transcribe audio longer than this in overlapping windows (0: never)")
     p.add_argument("--stride-seconds", type=float, default=None, help="context on each side of a window")
@@ -45,7 +48,8 @@ def main() -> None:
             failed += 1
     transcriber, _ = build_transcriber(model, fe, tok, a.model, decoder=a.decoder, lm=a.lm, beam_width=a.beam_width,
                                        alpha=a.alpha, beta=a.beta, batch_seconds=a.batch_seconds,
-                                       chunk_seconds=a.chunk_seconds, stride_seconds=a.stride_seconds)
+                                       chunk_seconds=a.chunk_seconds, stride_seconds=a.stride_seconds,
+                                       workers=a.workers)
     texts = transcriber.transcribe(audios)
     for name, text in zip(names, texts, strict=True):
         print(json.dumps({"audio": name, "text": text}, ensure_ascii=False), flush=True)

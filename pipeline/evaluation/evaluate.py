@@ -141,12 +141,14 @@ def evaluate_model(
     stride_seconds: float | None = None,
     group_by: str = "speaker",
     write_html: bool = True,
+    workers: int | None = None,
 ) -> dict[str, Any]:
     """Transcribe `data` with the model and write metrics.json, predictions.jsonl, report.html.
 
     `decoder`: "greedy" or "beam" (pyctcdecode; with the n-gram LM at `lm`, or the model
     directory's own `language_model/` when `lm` is None). Audio longer than `chunk_seconds`
     (default 20; 0 turns chunking off) is transcribed in overlapping windows (`long_audio`).
+    `workers`: batches transcribed at once on a CPU (default: one per torch thread; see `Transcriber`).
     """
     from pipeline.evaluation.long_audio import DEFAULT_CHUNK_SECONDS
 
@@ -162,7 +164,8 @@ def evaluate_model(
     )
     transcriber, decoding = build_transcriber(model, fe, tok, model_dir, decoder=decoder, lm=lm, beam_width=beam_width,
                                               alpha=alpha, beta=beta, batch_seconds=batch_seconds,
-                                              chunk_seconds=chunk_seconds, stride_seconds=stride_seconds)
+                                              chunk_seconds=chunk_seconds, stride_seconds=stride_seconds,
+                                              workers=workers)
     hyps = transcribe_table(accelerator, transcriber, table, progress=True)
     metrics, rows = score(table, hyps, normalizer, group_by=group_by)
     metrics.update(model=str(model_dir), data=describe_spec(data), skipped_rows=report.count(), decoding=decoding)

@@ -6,11 +6,18 @@ blank, so padding a batch never changes a transcript: each one is the text `tran
 gives for that utterance alone. Models whose outputs do depend on padding (a group-normalised
 convolutional feature encoder, Wav2Vec2-Conformer's depthwise convolutions) are run one utterance
 at a time.
+
+On a CPU, batches run on several threads at once, one torch thread each (`workers`): these small
+models use a core far better per batch than they use two cores on one batch (on 2 cores, 1.6-1.9 s
+with one batch at a time on 2 threads vs 1.1-1.2 s with two batches on one thread each). Each
+batch's arithmetic is then the one-thread arithmetic, whatever the number of workers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -25,8 +32,22 @@ CPU_BATCH_SECONDS = 30.0
 GPU_BATCH_SECONDS = 240.0
 
 
+# Model types whose forward pass writes no module state, so that several threads may run it at once.
+# Wav2Vec2-Conformer and Wav2Vec2-BERT cache their position embeddings on the module (`extend_pe`,
+# `cached_rotary_positional_embedding`) during forward: they run on one thread.
+THREAD_SAFE_MODEL_TYPES = frozenset({"wav2vec2", "hubert", "wavlm", "parakeet_ctc"})
+
+
 def default_batch_seconds(device: torch.device | str) -> float:
     return CPU_BATCH_SECONDS if torch.device(device).type == "cpu" else GPU_BATCH_SECONDS
+
+
+def default_workers(model: Any, device: torch.device | str) -> int:
+    """Batches run at once: on a CPU, one per torch thread for thread-safe models; elsewhere one."""
+    model_type = getattr(getattr(model, "module", model).config, "model_type", "")
+    if torch.device(device).type != "cpu" or model_type not in THREAD_SAFE_MODEL_TYPES:
+        return 1
+    return max(1, torch.get_num_threads())
 
 
 def output_mask(model: Any, attention_mask: torch.Tensor, frames: int) -> torch.Tensor:
@@ -90,7 +111,9 @@ class Transcriber:
     """Greedy CTC decoding of many utterances, sorted by length and batched by total seconds."""
 
     def __init__(self, model: Any, feature_extractor: Any, tokenizer: Any, device: torch.device | str | None = None,
-                 batch_seconds: float | None = None, max_batch_size: int = 64) -> None:
+                 batch_seconds: float | None = None, max_batch_size: int = 64, workers: int | None = None) -> None:
+        """`workers`: batches transcribed at once, each on its share of the torch threads (default: see
+        `default_workers`; 1 turns it off). Transcripts do not depend on it."""
         self.model = model
         self.feature_extractor = feature_extractor
         self.tokenizer = tokenizer
@@ -98,6 +121,7 @@ class Transcriber:
         self.batch_seconds = batch_seconds if batch_seconds is not None else default_batch_seconds(self.device)
         self.max_batch_size = max_batch_size if pads_exactly(model) else 1
         self.blank = int(getattr(model, "module", model).config.pad_token_id)
+        self.workers = max(1, workers) if workers else default_workers(model, self.device)
 
     @torch.inference_mode()
     def logits_to_text(self, logits: torch.Tensor, mask: torch.Tensor) -> list[str]:
@@ -105,17 +129,48 @@ class Transcriber:
         ids[~mask] = self.blank
         return [self.tokenizer.decode(row[: int(m.sum())].tolist()) for row, m in zip(ids, mask, strict=True)]
 
-    @torch.inference_mode()
-    def forward(self, audios: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Float32 logits (batch, frames, vocab) of one batch and the mask of its frames of real audio."""
-        inputs = {k: v.to(self.device) for k, v in featurize(self.feature_extractor, audios).items()}
-        frames = inputs.pop("frames_mask")
+    @contextlib.contextmanager
+    def eval_mode(self) -> Iterator[None]:
+        """The model in eval mode for the block, as it was afterwards (a training loop's model included)."""
         was_training = self.model.training
         self.model.eval()
+        try:
+            yield
+        finally:
+            if was_training:
+                self.model.train()
+
+    def forward(self, audios: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Float32 logits (batch, frames, vocab) of one batch and the mask of its frames of real audio."""
+        with self.eval_mode():
+            return self._forward(audios)
+
+    @torch.inference_mode()
+    def _forward(self, audios: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        """`forward` without touching the model's mode: several threads may run it at once."""
+        inputs = {k: v.to(self.device) for k, v in featurize(self.feature_extractor, audios).items()}
+        frames = inputs.pop("frames_mask")
         logits = self.model(**inputs).logits.float()
-        if was_training:
-            self.model.train()
         return logits, output_mask(self.model, frames, logits.shape[1])
+
+    def forward_many(self, batches: Sequence[Sequence[np.ndarray]]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """`forward` of each batch, in order; with several workers, that many batches at once, each on
+        `threads // workers` torch threads (restored afterwards)."""
+        workers = min(self.workers, len(batches))
+        with self.eval_mode():
+            if workers <= 1:
+                for audios in batches:
+                    yield self._forward(audios)
+                return
+            # torch's thread count is per OS thread once set (and new threads inherit the last value set
+            # anywhere), so each worker sets its own and the caller's is put back at the end.
+            threads = torch.get_num_threads()
+            try:
+                with ThreadPoolExecutor(workers, initializer=torch.set_num_threads,
+                                        initargs=(max(1, threads // workers),)) as pool:
+                    yield from pool.map(self._forward, batches)
+            finally:
+                torch.set_num_threads(threads)
 
     def transcribe_batch(self, audios: Sequence[np.ndarray]) -> list[str]:
         return self.logits_to_text(*self.forward(audios))
@@ -127,11 +182,13 @@ class Transcriber:
         order = sorted(range(len(audios)), key=lambda i: (-durations[i], i))
         out: list[str] = [""] * len(audios)
         batches = eval_batches(order, durations, self.batch_seconds, self.max_batch_size)
+        results = self.forward_many([[audios[i] for i in b] for b in batches])
         if progress:
             from tqdm.auto import tqdm
 
-            batches = tqdm(batches, desc="transcribing", unit="batch")
-        for b in batches:
-            for i, text in zip(b, self.transcribe_batch([audios[i] for i in b]), strict=True):
+            results = tqdm(results, total=len(batches), desc="transcribing", unit="batch")
+        # Decoding (greedy, or a beam search that is not thread-safe) stays on this thread.
+        for b, (logits, mask) in zip(batches, results, strict=True):
+            for i, text in zip(b, self.logits_to_text(logits, mask), strict=True):
                 out[i] = text
         return out

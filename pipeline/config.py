@@ -43,6 +43,7 @@ class AugmentConfig:
 
     speed: list[float] | None = None  # [low, high]: random speed (tempo and pitch) factor per utterance
     vtlp: float = 0.0  # vocal-tract-length perturbation: random warp of the frequency axis by up to +/- this
+    tempo: list[float] | None = None  # [low, high]: random speaking-rate factor per utterance, pitch kept (log-mel)
 
 
 @dataclass
@@ -390,6 +391,9 @@ def validate(recipe: Recipe) -> None:
     speed = recipe.data.augment.speed
     if speed is not None and (len(speed) != 2 or not 0 < speed[0] <= speed[1]):
         raise RecipeError(f"data.augment.speed: expected [low, high] with 0 < low <= high, got {speed}")
+    tempo = recipe.data.augment.tempo
+    if tempo is not None and (len(tempo) != 2 or not 0 < tempo[0] <= tempo[1]):
+        raise RecipeError(f"data.augment.tempo: expected [low, high] with 0 < low <= high, got {tempo}")
     if not 0 <= recipe.data.augment.vtlp < 0.5:
         raise RecipeError("data.augment.vtlp: must be in [0, 0.5)")
     s = recipe.ssl

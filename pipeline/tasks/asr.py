@@ -123,10 +123,11 @@ class ASRTask(ModelHolder):
         self._text = self.train["text"]
         self._wav2vec2_masking = self.family.has_wav2vec2_masking
         self._augment = r.data.augment
-        self._augment_on = bool(self._augment.speed or self._augment.vtlp)
-        if self._augment.vtlp and self.feature_extractor.model_input_names[0] == "input_values":
-            raise RecipeError(f"data.augment.vtlp: the {self.family.name} family reads raw waveforms; "
-                              "vocal-tract-length perturbation needs log-mel inputs (use data.augment.speed)")
+        self._augment_on = bool(self._augment.speed or self._augment.vtlp or self._augment.tempo)
+        for key, what in (("vtlp", "vocal-tract-length perturbation"), ("tempo", "tempo perturbation")):
+            if getattr(self._augment, key) and self.feature_extractor.model_input_names[0] == "input_values":
+                raise RecipeError(f"data.augment.{key}: the {self.family.name} family reads raw waveforms; "
+                                  f"{what} needs log-mel inputs (use data.augment.speed)")
         self._feature_cache: dict[int, np.ndarray] = {}
         self._cache_bytes = 0
         self._cache_limit = int(r.train.feature_cache_gb * 2**30)

@@ -165,14 +165,20 @@ def render(summary: dict[str, Any]) -> str:
         f"code perplexity {_fmt(s['ssl'].get('eval_code_perplexity'))}.",
         f"Fine-tuning: `{s['asr_recipe']}`, {s['finetune_steps']} steps for every run; WER (%) on `{s['eval']}` "
         f"({s['eval_utterances']} utterances, voices absent from the labelled data: {s['held_out_voices']}).", "",
-        "| labelled | utterances | WER random init | WER SSL init | relative change | CPU min (random / SSL) |",
-        "|---|---|---|---|---|---|",
+        "| labelled | utterances | WER random init | WER SSL init | relative change | CER random init | CER SSL init "
+        "| relative change | CPU min (random / SSL) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for row in s["rows"]:
-        r, p = (100 * x if isinstance(x, float) else None for x in (row["random"].get("eval_wer"), row["ssl"].get("eval_wer")))
+
+    def pair(row: dict[str, Any], key: str) -> str:
+        r, p = (100 * x if isinstance(x, float) else None for x in (row["random"].get(key), row["ssl"].get(key)))
         rel = f"{100 * (p - r) / r:+.1f} %" if isinstance(r, float) and isinstance(p, float) and r > 0 else "-"
-        lines.append(f"| {row['subset']} ({row['minutes']:.1f} min) | {row['utterances']} | {_fmt(r)} | {_fmt(p)} | {rel} | "
-                     f"{_fmt(row['random'].get('cpu_minutes'))} / {_fmt(row['ssl'].get('cpu_minutes'))} |")
+        return f"{_fmt(r)} | {_fmt(p)} | {rel}"
+
+    for row in s["rows"]:
+        lines.append(f"| {row['subset']} ({row['minutes']:.1f} min) | {row['utterances']} | {pair(row, 'eval_wer')} | "
+                     f"{pair(row, 'eval_cer')} | {_fmt(row['random'].get('cpu_minutes'))} / "
+                     f"{_fmt(row['ssl'].get('cpu_minutes'))} |")
     lines += ["", f"Total: {s['total_cpu_minutes']:.1f} CPU minutes on {s['machine']} ({s['date']}). Command: "
               f"`{s['command']}`."]
     return "\n".join(lines)

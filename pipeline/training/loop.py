@@ -188,7 +188,8 @@ class Trainer:
 
         on_step_start = getattr(task, "on_step_start", None)
         model.train()
-        stopped_early = budget is not None and budget_used() >= 1.0  # spent by the runs this one resumes
+        # Spent by the runs this one resumes (not by this run's own start-up: a new run always takes a step)
+        stopped_early = budget is not None and earlier_seconds >= budget
         if stopped_early:
             stop_reason = f"max_minutes ({t.max_minutes})"
             logger.warning("train.max_minutes=%s was spent before this resumed run: nothing left to train (raise it "

@@ -14,6 +14,8 @@ import soundfile as sf
 
 from pipeline.data.text import get_normalizer
 
+QUICKSTART = Path(__file__).resolve().parents[1] / "recipes" / "asr" / "conformer_quickstart.yaml"
+
 EXPECTED_FILES = [
     "model.safetensors", "config.json", "vocab.json", "tokenizer_config.json", "preprocessor_config.json",
     "README.md", "training_curves.png", "train_log.jsonl", "data_report.json", "speech_pipeline.json",
@@ -154,3 +156,21 @@ def test_bad_model_path_is_a_one_line_error(tiny_corpus: Path, run_script, tmp_p
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("error:") and str(bad) in lines[0]
     assert proc.stdout == "" and not (tmp_path / "out").exists()
+
+
+def test_final_evaluation_scores_the_whole_split(tiny_corpus: Path, tiny_recipe_overrides, run_script,
+                                                 tmp_path: Path) -> None:
+    """Periodic evaluations score `eval.max_utterances`; train_results.json the whole eval split, as evaluate.py does."""
+    out = tmp_path / "model"
+    proc = run_script("train.py", str(QUICKSTART), *tiny_recipe_overrides("parakeet"), f"output_dir={out}",
+                      f"data.train={tiny_corpus / 'train'}", f"data.eval={tiny_corpus / 'test'}", "train.max_steps=2",
+                      "train.eval_every=2", "eval.max_utterances=3", "train.learning_rate=1e-6", "train.batch_seconds=10")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    periodic = [r for r in read_jsonl(out / "train_log.jsonl") if "eval_wer" in r]
+    assert [(r["step"], r["eval_utterances"]) for r in periodic] == [(2, 3), (2, 12)]  # step 2's, then the final
+    results = json.loads((out / "train_results.json").read_text())
+    assert results["eval_utterances"] == 12
+    proc = run_script("evaluate.py", "--model", out, "--data", tiny_corpus / "test", "--output", tmp_path / "eval",
+                      "--no-report")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert results["eval_wer"] == json.loads((tmp_path / "eval" / "metrics.json").read_text())["wer"]

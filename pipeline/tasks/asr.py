@@ -208,7 +208,7 @@ class ASRTask(ModelHolder):
         if not accelerator.is_main_process:
             return {}
         metrics, _ = score(table, hyps, self.recipe.data.normalizer)
-        return {"wer": metrics["wer"], "cer": metrics["cer"]}
+        return {"wer": metrics["wer"], "cer": metrics["cer"], "utterances": len(table)}
 
     # ---------------------------------------------------------------------------------------
     def save(self, model: torch.nn.Module, output_dir: Path, metrics: dict[str, Any]) -> None:

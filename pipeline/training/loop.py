@@ -179,8 +179,9 @@ class Trainer:
             save_checkpoint(acc, self.out, step, state, t.keep_last)
             last_saved = step
 
-        def run_eval() -> dict[str, Any]:
-            metrics = task.evaluate(acc, acc.unwrap_model(model), limit=recipe.eval.max_utterances)
+        def run_eval(limit: int | None = recipe.eval.max_utterances) -> dict[str, Any]:
+            """Periodic evaluations score `eval.max_utterances` of the split; the final one (limit None) all of it."""
+            metrics = task.evaluate(acc, acc.unwrap_model(model), limit=limit)
             if acc.is_main_process and metrics:
                 self._log({"step": step, **{f"eval_{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}})
                 bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
@@ -248,7 +249,8 @@ class Trainer:
         if step != last_saved or stopped_early:
             checkpoint()
 
-        final = last_eval_metrics if last_eval_step == step else run_eval()
+        whole = recipe.eval.max_utterances is None  # the last periodic evaluation already scored the whole split
+        final = last_eval_metrics if last_eval_step == step and whole else run_eval(limit=None)
         summary = {"steps": step, "epochs_completed": sampler.epoch, "stop_reason": stop_reason,
                    "skipped_nonfinite_steps": state["skipped_nonfinite"],
                    "train_minutes": round(state["train_seconds"] / 60, 2),

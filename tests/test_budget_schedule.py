@@ -48,7 +48,7 @@ def test_capped_run_ends_its_schedule_by_the_deadline(tiny_corpus: Path, tiny_re
     """A run planned for far more steps than 0.1 min allows stops on time with a decayed learning rate."""
     out = tmp_path / "capped"
     common = [str(QUICKSTART), *tiny_recipe_overrides("parakeet"), f"data.train={tiny_corpus / 'train'}",
-              "data.eval=null", "train.epochs=100000", "train.lr_schedule=cosine", "train.learning_rate=1e-3",
+              "data.eval=null", "train.max_steps=100000", "train.lr_schedule=cosine", "train.learning_rate=1e-3",
               "train.warmup_ratio=0.0", "train.log_every=1", "train.save_every=100000", "train.batch_seconds=6"]
     proc = run_script("train.py", *common, f"output_dir={out}", "train.max_minutes=0.1")
     assert proc.returncode == 0, proc.stderr[-3000:]

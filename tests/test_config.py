@@ -44,6 +44,21 @@ def test_quickstart_recipe_loads_into_typed_dataclasses() -> None:
     assert r.data.on_bad_rows == "skip" and r.train.gradient_accumulation == 1
 
 
+RECIPES = sorted(p for d in ("asr", "ssl", "tts") for p in (QUICKSTART.parents[1] / d).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_shipped_recipe_loads_and_validates(path: Path) -> None:
+    """A key renamed in the library must not leave a shipped recipe that fails at start-up."""
+    recipe = load_recipe(path)
+    assert recipe.output_dir and recipe.task in {"asr", "ssl", "vocoder", "acoustic"}
+
+
+def test_custom_audio_recipe_perturbs_tempo_for_fast_speakers() -> None:
+    r = load_recipe(QUICKSTART.parent / "custom_audio.yaml")
+    assert r.data.augment.tempo == [1.0, 1.6] and r.data.augment.speed == [0.8, 1.2]
+
+
 def test_overrides_are_typed() -> None:
     r = load_recipe(QUICKSTART, [
         "train.max_steps=7", "train.learning_rate=3e-4", "train.weight_decay=0", "train.resume=true",

@@ -201,7 +201,7 @@ def main() -> None:
     p.add_argument("--eval", default="data/synth/test", help="labelled test set (held-out voices)")
     p.add_argument("--subsets", default="5min,20min,all", help="comma-separated: NNmin, NNh, NNutt or all")
     p.add_argument("--ssl-recipe", default="recipes/ssl/quickstart.yaml")
-    p.add_argument("--ssl-steps", type=int, default=1500, help="pretraining optimizer steps (~6.5 s each on one thread)")
+    p.add_argument("--ssl-steps", type=int, default=1000, help="pretraining optimizer steps (~8 s each on 2 threads)")
     p.add_argument("--gumbel-min-at", type=float, default=0.7,
                    help="share of --ssl-steps at which the Gumbel temperature reaches its minimum (sets the decay)")
     p.add_argument("--ssl-set", action="append", default=[], help="extra KEY=VALUE for the pretraining run")

@@ -388,12 +388,10 @@ def validate(recipe: Recipe) -> None:
         raise RecipeError("train.max_steps: must be 0 or more")
     if not 0 <= t.max_padding < 1:
         raise RecipeError("train.max_padding: must be in [0, 1)")
-    speed = recipe.data.augment.speed
-    if speed is not None and (len(speed) != 2 or not 0 < speed[0] <= speed[1]):
-        raise RecipeError(f"data.augment.speed: expected [low, high] with 0 < low <= high, got {speed}")
-    tempo = recipe.data.augment.tempo
-    if tempo is not None and (len(tempo) != 2 or not 0 < tempo[0] <= tempo[1]):
-        raise RecipeError(f"data.augment.tempo: expected [low, high] with 0 < low <= high, got {tempo}")
+    for key in ("speed", "tempo"):
+        span = getattr(recipe.data.augment, key)
+        if span is not None and (len(span) != 2 or not 0 < span[0] <= span[1]):
+            raise RecipeError(f"data.augment.{key}: expected [low, high] with 0 < low <= high, got {span}")
     if not 0 <= recipe.data.augment.vtlp < 0.5:
         raise RecipeError("data.augment.vtlp: must be in [0, 0.5)")
     s = recipe.ssl

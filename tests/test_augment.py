@@ -56,6 +56,9 @@ def test_draws_follow_the_torch_generator() -> None:
     assert a == b and len(set(a)) > 1
 
 
-def test_bad_tempo_range_is_a_recipe_error() -> None:
-    with pytest.raises(RecipeError, match="data.augment.tempo"):
-        load_recipe(RECIPE, ["data.augment.tempo=[1.3, 0.9]"])
+@pytest.mark.parametrize("override", ["data.augment.tempo=[1.3, 0.9]", "data.augment.speed=[0, 1.1]",
+                                      "data.augment.tempo=[1.1]"])
+def test_bad_range_is_a_recipe_error_naming_the_key(override: str) -> None:
+    key = override.split("=")[0]
+    with pytest.raises(RecipeError, match=key.replace(".", r"\.")):
+        load_recipe(RECIPE, [override])

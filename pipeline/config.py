@@ -156,6 +156,9 @@ class VocoderConfig:
     loss: Literal["l1", "l2"] = "l1"  # on the predicted noise, summed over the crop's samples
     prior: bool = False  # PriorGrad: noise N(0, sigma^2), sigma from the normalised frame energy
     prior_min_std: float = 0.1
+    # SpecGrad-style prior: noise shaped by the mel's time-frequency envelope (excludes `prior`)
+    spectral_prior: bool = False
+    spectral_floor: float = 1e-3  # the envelope's floor, a share of each frame's peak
     sampler: Literal["fast", "ddim", "dpm", "ddpm"] = "fast"  # default sampler saved with the model
     steps: int = 6
     eval_utterances: int = 4  # held-out utterances vocoded at each evaluation
@@ -406,6 +409,10 @@ def validate(recipe: Recipe) -> None:
         raise RecipeError("vocoder: need 0 < crop_min_samples <= crop_max_samples")
     if v.steps < 1 or v.eval_utterances < 0 or v.samples < 0 or v.sample_every < 0 or v.prior_min_std <= 0:
         raise RecipeError("vocoder: steps must be >= 1, eval_utterances/samples/sample_every >= 0, prior_min_std > 0")
+    if v.prior and v.spectral_prior:
+        raise RecipeError("vocoder: prior (PriorGrad) and spectral_prior exclude each other: choose one")
+    if not 0 < v.spectral_floor < 1:
+        raise RecipeError("vocoder.spectral_floor: must be in (0, 1)")
     ac = recipe.acoustic
     if ac.stats_utterances < 1 or not 0 < ac.f0_min < ac.f0_max:
         raise RecipeError("acoustic: need stats_utterances >= 1 and 0 < f0_min < f0_max")

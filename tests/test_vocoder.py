@@ -16,6 +16,7 @@ from pipeline.tts.inference import Vocoder, VocoderSettings
 from pipeline.tts.mel import MelFrontEnd, check_compatible, get_mel_config
 from pipeline.tts.metrics import GriffinLim, log_mel_l1, mr_stft, pesq_wb, stoi
 from pipeline.tts.sampling import FAST_BETAS, fast_steps, sample, training_scheduler
+from pipeline.tts.spectral import SpectralShaper
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "recipes" / "tts" / "vocoder_quickstart.yaml"
@@ -75,15 +76,47 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("sampler", ["fast", "ddim", "dpm", "ddpm"])
 @pytest.mark.parametrize("steps", [6, 50])
-@pytest.mark.parametrize("prior", [False, True])
-def test_samplers_give_finite_audio_of_the_right_length(sampler: str, steps: int, prior: bool) -> None:
+@pytest.mark.parametrize("prior", ["none", "energy", "spectral"])
+def test_samplers_give_finite_audio_of_the_right_length(sampler: str, steps: int, prior: str) -> None:
     model = tiny_model()
-    voc = Vocoder(model, get_mel_config("speecht5"), VocoderSettings(prior=prior, prior_energy_ref=0.3))
+    settings = VocoderSettings(prior=prior == "energy", prior_energy_ref=0.3, spectral_prior=prior == "spectral")
+    voc = Vocoder(model, get_mel_config("speecht5"), settings)
     mel = torch.rand(2, 80, 7) * 2 - 4.0
     audio = voc(mel, sampler=sampler, steps=steps, seed=0)
     assert audio.shape == (2, 7 * 256)
     assert torch.isfinite(audio).all() and audio.abs().max() <= 1.0
     assert torch.equal(audio, voc(mel, sampler=sampler, steps=steps, seed=0))  # seeded: reproducible
+
+
+def test_spectral_prior_whitens_colours_and_keeps_silence_silent(voc_corpus: Path) -> None:
+    front_end = MelFrontEnd("speecht5")
+    shaper = SpectralShaper(front_end)
+    speech = torch.from_numpy(_speech(voc_corpus))
+    audio = torch.cat([torch.zeros(8000), speech, torch.zeros(8000)])  # half a second of digital silence each side
+    mel = front_end(audio)
+    white = shaper.whiten(audio, mel)
+    assert white.shape == audio.shape and 0.5 < float(white[8000:-8000].std()) < 2.0  # about unit variance
+    back = shaper.color(white, mel)
+    assert float((back - audio).pow(2).sum() / audio.pow(2).sum()) < 0.02  # L L^-1 x ~ x
+    noise = torch.randn(audio.shape, generator=torch.Generator().manual_seed(0))
+    coloured = shaper.color(noise, mel)
+    flat = noise * speech.std() / noise.std()
+    # unit white noise through L has the mel's envelope: far closer to the speech's mel than flat noise
+    assert log_mel_l1(audio, coloured, front_end) < 0.6 * log_mel_l1(audio, flat, front_end)
+    assert float(coloured[:6000].abs().max()) < 1e-6  # windows that see only silence stay silent
+    with pytest.raises(ModelError, match="exclude each other"):
+        sample(tiny_model(), mel[None, :, :4], std=torch.ones(1, 4 * 256), shaper=shaper)
+
+
+def test_spectral_prior_saves_and_loads(tmp_path: Path) -> None:
+    voc = Vocoder(tiny_model(), get_mel_config("speecht5"), VocoderSettings(spectral_prior=True, spectral_floor=0.01))
+    voc.save_pretrained(tmp_path)
+    loaded = Vocoder.from_pretrained(tmp_path)
+    assert loaded.settings.spectral_prior and loaded.settings.spectral_floor == 0.01 and not loaded.settings.prior
+    mel = torch.rand(80, 5) - 3.0
+    assert torch.equal(voc(mel, seed=3), loaded(mel, seed=3))
+    plain = Vocoder(voc.model, voc.mel_config, VocoderSettings())
+    assert not torch.equal(voc(mel, seed=3), plain(mel, seed=3))  # the prior is applied, not just stored
 
 
 def test_fast_sampler_rejects_other_step_counts() -> None:
@@ -169,7 +202,7 @@ def test_training_through_the_shared_loop(voc_corpus: Path, tmp_path: Path, run_
     assert results["steps"] == 6 and np.isfinite(results["eval_log_mel_l1"]) and "eval_gl_pesq" in results
     assert (out / "samples" / "eval-001" / "spectrograms.png").is_file()
     voc = Vocoder.from_pretrained(out)
-    assert voc.mel_config.name == "speecht5" and voc.settings.prior  # the quickstart trains with PriorGrad
+    assert voc.mel_config.name == "speecht5" and voc.settings.spectral_prior  # the quickstart's prior
     # copy synthesis and evaluation scripts on the trained model
     proc = run_script("vocode.py", "--model", str(out), "--output", str(tmp_path / "voc"), str(voc_corpus / "test" / "000001.wav"))
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -207,12 +240,36 @@ def test_resume_is_exact(voc_corpus: Path, tmp_path: Path, caplog: pytest.LogCap
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
 
 
+def test_training_with_the_spectral_prior(voc_corpus: Path, tmp_path: Path) -> None:
+    from pipeline.config import load_recipe
+    from pipeline.errors import RecipeError
+    from pipeline.training.loop import run_training
+
+    common = [*TINY, f"data.train={voc_corpus / 'train'}", f"data.eval={voc_corpus / 'test'}", "vocoder.eval_utterances=1",
+              "vocoder.samples=0", "train.max_steps=3", "train.eval_every=3", "train.save_every=3"]
+    out = tmp_path / "run"
+    run_training(load_recipe(QUICKSTART, [*common, f"output_dir={out}"]))  # the quickstart's prior is the spectral one
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "loss" in r] == [1, 2, 3] and all(np.isfinite(r["loss"]) for r in log if "loss" in r)
+    results = json.loads((out / "train_results.json").read_text())
+    assert np.isfinite(results["eval_log_mel_l1"]) and np.isfinite(results["eval_mr_stft"])
+    voc = Vocoder.from_pretrained(out)
+    assert voc.settings.spectral_prior and not voc.settings.prior
+    # continuing from it under another prior would train on other targets: refused before training
+    with pytest.raises(ModelError, match="spectral_prior"):
+        run_training(load_recipe(QUICKSTART, [*common, f"output_dir={tmp_path / 'again'}", f"model.name_or_path={out}",
+                                              "vocoder.prior=true", "vocoder.spectral_prior=false"]))
+    with pytest.raises(RecipeError, match="exclude each other"):
+        load_recipe(QUICKSTART, ["vocoder.prior=true"])
+
+
 def test_recipes_load() -> None:
     from pipeline.config import load_recipe
 
     quick = load_recipe(QUICKSTART)
     assert quick.task == "vocoder" and quick.vocoder.mel == "speecht5" and quick.data.train.path == "data/synth/train"
-    assert (quick.vocoder.sampler, quick.vocoder.steps) == ("fast", 6)
+    assert (quick.vocoder.sampler, quick.vocoder.steps) == ("ddim", 6)
+    assert quick.vocoder.spectral_prior and not quick.vocoder.prior
     lj = load_recipe(REPO / "recipes" / "tts" / "diffwave_ljspeech.yaml")
     assert lj.vocoder.mel == "ljspeech" and lj.model.config == {"preset": "base"} and lj.vocoder.prior
     assert get_mel_config(lj.vocoder.mel).sample_rate == 22050

@@ -42,6 +42,7 @@ from pipeline.tts.inference import SETTINGS_FILE, Vocoder, VocoderSettings
 from pipeline.tts.mel import MEL_CONFIG_FILE, MelConfig, MelFrontEnd, get_mel_config, same_features
 from pipeline.tts.metrics import GriffinLim, all_metrics, mean_metrics, real_time_factor
 from pipeline.tts.sampling import check_sampler, expand_std, prior_std, sample, training_scheduler
+from pipeline.tts.spectral import SpectralShaper
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +84,9 @@ class VocoderTask(ModelHolder):
         if accelerator.is_main_process:
             self.out.mkdir(parents=True, exist_ok=True)
             self.report.write(self.out / "data_report.json")
-        self.settings = VocoderSettings(sampler=v.sampler, steps=v.steps, prior=v.prior, prior_min_std=v.prior_min_std)
+        self.settings = VocoderSettings(sampler=v.sampler, steps=v.steps, prior=v.prior, prior_min_std=v.prior_min_std,
+                                        spectral_prior=v.spectral_prior, spectral_floor=v.spectral_floor)
+        self.shaper = SpectralShaper(self.front_end, v.spectral_floor) if v.spectral_prior else None
         if m.name_or_path:
             self._model = self._load_pretrained(Path(m.name_or_path))
         else:
@@ -108,7 +111,8 @@ class VocoderTask(ModelHolder):
         logger.info("model: DiffWave %d layers x %d channels, %.2f M parameters; mel preset %s; sampler %s, %d steps%s",
                     self._model.config.residual_layers, self._model.config.residual_channels, self._model.num_parameters_m(),
                     self.mel_config.describe(), v.sampler, v.steps,
-                    f"; PriorGrad prior (energy reference {self.settings.prior_energy_ref:.4g})" if v.prior else "")
+                    f"; PriorGrad prior (energy reference {self.settings.prior_energy_ref:.4g})" if v.prior else
+                    f"; spectral prior (floor {v.spectral_floor:g})" if v.spectral_prior else "")
 
     def _load_pretrained(self, path: Path) -> DiffWave:
         if not (path / "config.json").is_file():
@@ -123,6 +127,9 @@ class VocoderTask(ModelHolder):
 
             old = VocoderSettings.from_dict(json.loads((path / SETTINGS_FILE).read_text(encoding="utf-8")))
             self.settings.prior_energy_ref = old.prior_energy_ref
+            if (old.prior, old.spectral_prior) != (self.v.prior, self.v.spectral_prior):
+                raise ModelError(f"model.name_or_path: {path} was trained with prior={old.prior}, spectral_prior="
+                                 f"{old.spectral_prior}; the recipe says prior={self.v.prior}, spectral_prior={self.v.spectral_prior}")
         model = DiffWave.from_pretrained(str(path))
         if model.config.hop_length != self.hop or model.config.n_mels != self.mel_config.n_mels:
             raise ModelError(f"{path}: the network (hop {model.config.hop_length}, {model.config.n_mels} mels) does not fit "
@@ -147,7 +154,9 @@ class VocoderTask(ModelHolder):
         return torch.from_numpy(read_audio(ref, self.sample_rate)[0])
 
     def _utterance(self, index: int, ref: Any = None, cache: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        """(log-mel (n_mels, F), audio (F * hop,)) of a training utterance, zero-padded to whole frames."""
+        """(log-mel (n_mels, F), audio (F * hop,)) of a training utterance, zero-padded to whole frames.
+
+        With the spectral prior the audio is whitened here, over the whole utterance as at inference."""
         hit = self._cache.get(index)
         if hit is not None:
             return hit
@@ -156,6 +165,8 @@ class VocoderTask(ModelHolder):
             mel = self.front_end(audio)
         frames = mel.shape[-1]
         audio = torch.nn.functional.pad(audio, (0, max(0, frames * self.hop - audio.numel())))[: frames * self.hop]
+        if self.shaper is not None:
+            audio = self.shaper.whiten(audio, mel)
         if cache and self._cache_bytes + (mel.numel() + audio.numel()) * 4 <= self._cache_limit:
             self._cache[index] = (mel, audio)
             self._cache_bytes += (mel.numel() + audio.numel()) * 4
@@ -231,7 +242,8 @@ class VocoderTask(ModelHolder):
             generator = torch.Generator().manual_seed(int(self.recipe.seed) + i)
             t0 = time.perf_counter()
             wave = sample(model, mel.unsqueeze(0), sampler=self.v.sampler, steps=self.v.steps, std=self._std(mel.unsqueeze(0)),
-                          generator=generator, train=self.train_scheduler, fast_betas=self.settings.fast_betas)[0].cpu()
+                          generator=generator, train=self.train_scheduler, fast_betas=self.settings.fast_betas,
+                          shaper=self.shaper)[0].cpu()
             elapsed = time.perf_counter() - t0
             wave = wave[: ref.numel()]
             rec: dict[str, Any] = {"index": i, **all_metrics(ref, wave, self.sample_rate, self.front_end),
@@ -317,7 +329,7 @@ def model_card(recipe: Recipe, model: torch.nn.Module, mel: MelConfig, settings:
     n = sum(p.numel() for p in model.parameters()) / 1e6
     body = [
         f"A DiffWave diffusion vocoder ({c.residual_layers} layers x {c.residual_channels} channels, {n:.2f} M parameters"
-        f"{', PriorGrad prior' if settings.prior else ''}) trained with speech-pipeline. {recipe.description}".strip(), "",
+        f"{', PriorGrad prior' if settings.prior else ''}{', spectral prior' if settings.spectral_prior else ''}) trained with speech-pipeline. {recipe.description}".strip(), "",
         f"- mel preset: {mel.describe()} (`mel_config.json`; other mels are refused)",
         f"- sampling: {settings.sampler}, {settings.steps} steps (training schedule: T={settings.num_train_timesteps}, "
         f"beta {settings.beta_start:g}-{settings.beta_end:g} linear)",

@@ -3,6 +3,7 @@
 - `pipeline.tts.mel`: `MelConfig` presets ("speecht5", "ljspeech"/"hifigan"), `MelFrontEnd`.
 - `pipeline.tts.diffwave`: `DiffWave` (diffusers `ModelMixin`/`ConfigMixin`), size presets.
 - `pipeline.tts.sampling`: training schedule, fast/DDIM/DPM-Solver/DDPM samplers, PriorGrad prior.
+- `pipeline.tts.spectral`: SpecGrad-style spectral prior (noise shaped by the mel's envelope).
 - `pipeline.tts.metrics`: log-mel L1, MR-STFT, PESQ, STOI, real-time factor, Griffin-Lim floor.
 - `pipeline.tts.inference`: `Vocoder` (network + mel preset + sampling settings, save/load).
 - `pipeline.tts.phonemes`: espeak-ng phoneme events, the phoneme vocabulary, per-phoneme durations.

@@ -4,7 +4,7 @@ A vocoder directory (written by the `vocoder` task or `Vocoder.save_pretrained`)
 
 - ``config.json`` + ``diffusion_pytorch_model.safetensors``: the network (diffusers `save_pretrained`);
 - ``mel_config.json``: the mel preset its training mels were made with (checked on every call);
-- ``vocoder.json``: noise schedule, default sampler and steps, the PriorGrad prior's settings.
+- ``vocoder.json``: noise schedule, default sampler and steps, the prior's settings (PriorGrad or spectral).
 
 Usage::
 
@@ -38,6 +38,7 @@ from pipeline.tts.sampling import (
     sample,
     training_scheduler,
 )
+from pipeline.tts.spectral import DEFAULT_FLOOR, SpectralShaper
 
 SETTINGS_FILE = "vocoder.json"
 
@@ -53,6 +54,8 @@ class VocoderSettings:
     prior: bool = False  # PriorGrad data-dependent prior
     prior_energy_ref: float = 1.0  # frame energy that maps to sigma = 1
     prior_min_std: float = 0.1
+    spectral_prior: bool = False  # SpecGrad-style noise shaped by the mel's envelope (pipeline.tts.spectral)
+    spectral_floor: float = DEFAULT_FLOOR
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> VocoderSettings:
@@ -66,6 +69,7 @@ class Vocoder:
         self.mel_config = mel_config
         self.settings = settings or VocoderSettings()
         self.front_end = MelFrontEnd(mel_config)
+        self.shaper = SpectralShaper(self.front_end, self.settings.spectral_floor) if self.settings.spectral_prior else None
         self.train_scheduler = training_scheduler(self.settings.num_train_timesteps, self.settings.beta_start,
                                                   self.settings.beta_end)
         if model.config.hop_length != mel_config.hop_length or model.config.n_mels != mel_config.n_mels:
@@ -130,7 +134,7 @@ class Vocoder:
         if generator is None and seed is not None:
             generator = torch.Generator().manual_seed(seed)
         audio = sample(self.model, batch, sampler=sampler, steps=steps, std=self.prior(batch), generator=generator,
-                       train=self.train_scheduler, fast_betas=self.settings.fast_betas)
+                       train=self.train_scheduler, fast_betas=self.settings.fast_betas, shaper=self.shaper)
         audio = audio.cpu()
         return audio[0] if single else audio
 

@@ -17,6 +17,9 @@ the frame energy of the mel (`prior_std`). Every sampler then runs in whitened c
 y = x / sigma, where the process is the standard one, and the network (which sees x and predicts the
 scaled noise sigma * z) is divided by sigma; the result is x = sigma * y. So any diffusers
 scheduler works unchanged with the prior.
+
+SpecGrad-style spectral prior (`pipeline.tts.spectral`): the network was trained on whitened audio
+y = L^-1 x, so every sampler runs the standard process and the sample is coloured at the end, x = L y.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
 from pipeline.errors import ModelError
+from pipeline.tts.spectral import SpectralShaper
 
 SAMPLERS = ("fast", "ddim", "dpm", "ddpm")
 TRAIN_STEPS = 50
@@ -108,14 +112,18 @@ def sample(
     generator: torch.Generator | None = None,
     train: DDPMScheduler | None = None,
     fast_betas: Sequence[float] = FAST_BETAS,
+    shaper: SpectralShaper | None = None,
 ) -> torch.Tensor:
     """Waveforms (B, frames * hop) in [-1, 1] from log-mels (B, n_mels, frames).
 
     `std`: PriorGrad sigma at the sample rate (B, frames * hop), or None for the standard N(0, I) prior.
+    `shaper`: the spectral prior the network was trained with (then `std` must be None).
     `generator`: a CPU generator for every random draw (reproducible sampling).
     """
     train = train or training_scheduler()
     num_train = int(train.config.num_train_timesteps)
+    if shaper is not None and std is not None:
+        raise ModelError("sample: the spectral prior and the PriorGrad prior exclude each other")
     check_sampler(sampler, steps, fast_betas, num_train)
     if mel.dim() == 2:
         mel = mel.unsqueeze(0)
@@ -157,4 +165,6 @@ def sample(
                 y = scheduler.step(z, t, y, generator=generator).prev_sample
             else:
                 y = scheduler.step(z, t, y).prev_sample
+    if shaper is not None:
+        return shaper.color(y.cpu(), mel.cpu()).to(device).clamp(-1.0, 1.0)
     return (sigma * y).clamp(-1.0, 1.0)

@@ -1,7 +1,9 @@
 """`make demo`: the offline main job, end to end.
 
 Synthesise a labelled corpus with espeak-ng (train and test voices disjoint), train the quickstart
-recipe, evaluate on the held-out voices, transcribe a few examples, and print a short report.
+recipe, evaluate on the held-out voices, transcribe a few examples; then train the text-to-speech
+quickstarts (FastSpeech2Conformer + the diffusion vocoder) for a few minutes, speak a sentence and
+transcribe it with the ASR model just trained (round-trip WER). Print a short report.
 Everything runs offline on a CPU; every step writes its outputs under `runs/` and `data/`.
 """
 
@@ -27,6 +29,9 @@ def main() -> None:
     p.add_argument("--train-utterances", type=int, default=3000)
     p.add_argument("--test-utterances", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tts-minutes", type=float, default=8.0,
+                   help="training minutes of the text-to-speech stage (acoustic model 5/8, vocoder 3/8); 0 skips it")
+    p.add_argument("--tts-sentences", type=int, default=50, help="held-out sentences of the round-trip evaluation")
     p.add_argument("overrides", nargs="*", help="recipe overrides, e.g. train.max_minutes=5")
     a = p.parse_args()
     setup_logging()
@@ -54,15 +59,21 @@ def main() -> None:
     eval_dir = out / "eval"
     metrics = evaluate_model(str(out), DataSpec(path=f"{a.corpus}/test"), eval_dir)
 
-    print("[4/5] decoding again with beam search and a 3-gram LM built from the train transcripts", flush=True)
+    stages = 6 if a.tts_minutes > 0 else 5
+    print(f"[4/{stages}] decoding again with beam search and a 3-gram LM built from the train transcripts", flush=True)
     lm_metrics = _lm_evaluation(out, f"{a.corpus}/train", f"{a.corpus}/test")
 
-    print("[5/5] transcribing a few held-out examples", flush=True)
+    print(f"[5/{stages}] transcribing a few held-out examples", flush=True)
     rows = [json.loads(line) for line in (eval_dir / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
     examples = rows[: recipe.eval.examples]
     for r in examples:
         mark = "ok " if r["reference"] == r["hypothesis"] else "err"
         print(f"  [{mark}] {Path(r['audio']).name} ({r['speaker']})\n        ref: {r['reference']}\n        hyp: {r['hypothesis']}")
+    tts = None
+    if a.tts_minutes > 0:
+        print(f"[6/6] text to speech: {a.tts_minutes:g} minutes of training, a spoken sentence, round trip through {out}",
+              flush=True)
+        tts = _tts_stage(a.corpus, out, a.tts_minutes, a.tts_sentences)
 
     total = (time.monotonic() - started) / 60
     print()
@@ -83,7 +94,48 @@ def main() -> None:
     if lm_metrics:
         print(f"with LM         : {out / 'eval_lm' / 'metrics.json'} (LM in {out / 'lm'})")
     print(f"curves          : {out / 'training_curves.png'}, TensorBoard logs in {out / 'logs'}")
+    if tts:
+        rt = tts["roundtrip"]
+        print(f"TTS sentence    : {tts['wav']}  \"{tts['sentence']}\" -> ASR: \"{tts['heard']}\"")
+        print(f"TTS round trip  : WER {rt['tts']['wer'] * 100:.2f}% (CER {rt['tts']['cer'] * 100:.2f}%) on {rt['sentences']} "
+              f"held-out sentences; the same ASR on their recordings {rt['recording']['wer'] * 100:.2f}%; "
+              f"Griffin-Lim on the same mels {rt['griffin_lim']['wer'] * 100:.2f}%")
+        print(f"TTS models      : {tts['acoustic']} ({tts['acoustic_steps']} steps), {tts['vocoder']} ({tts['vocoder_steps']} steps); "
+              f"{tts['minutes']:.1f} minutes; details {tts['metrics']}")
     print("=" * 72)
+
+
+def _tts_stage(corpus: str, asr_dir: Path, minutes: float, sentences: int) -> dict:
+    """Train the TTS quickstarts briefly, speak the first held-out sentence, and measure the round trip through our ASR."""
+    from pipeline.audio import resample, write_wav
+    from pipeline.evaluation.evaluate import load_model_dir
+    from pipeline.evaluation.inference import Transcriber
+    from pipeline.training.loop import run_training
+    from pipeline.tts.acoustic import TextToSpeech
+    from pipeline.tts.roundtrip import evaluate_tts
+
+    t0 = time.monotonic()
+    data = [f"data.train={corpus}/train", f"data.eval={corpus}/test"]
+    acoustic = load_recipe("recipes/tts/quickstart.yaml", [*data, f"train.max_minutes={minutes * 5 / 8:g}"])
+    acoustic_summary = run_training(acoustic)
+    vocoder = load_recipe("recipes/tts/vocoder_quickstart.yaml", [*data, f"train.max_minutes={minutes * 3 / 8:g}"])
+    vocoder_summary = run_training(vocoder)
+    acoustic_dir, vocoder_dir = Path(acoustic.output_dir), Path(vocoder.output_dir)
+    tts = TextToSpeech.from_pretrained(acoustic_dir, vocoder_dir)
+    from pipeline.data.sources import load_spec
+
+    sentence = str(load_spec(DataSpec(path=f"{corpus}/test"))[0]["text"])
+    wave = tts(sentence)
+    wav = acoustic_dir / "demo_sentence.wav"
+    write_wav(str(wav), wave, tts.sample_rate)
+    model, fe, tok, _ = load_model_dir(str(asr_dir), device="cpu")
+    heard = Transcriber(model, fe, tok).transcribe([resample(wave, tts.sample_rate, int(fe.sampling_rate))])[0]
+    metrics_dir = acoustic_dir / "roundtrip"
+    roundtrip = evaluate_tts(acoustic_dir, vocoder_dir, asr_dir, metrics_dir, data=DataSpec(path=f"{corpus}/test"),
+                             limit=sentences)
+    return {"wav": wav, "sentence": sentence, "heard": heard, "roundtrip": roundtrip, "acoustic": acoustic_dir, "vocoder": vocoder_dir,
+            "acoustic_steps": acoustic_summary.get("steps"), "vocoder_steps": vocoder_summary.get("steps"),
+            "minutes": (time.monotonic() - t0) / 60, "metrics": metrics_dir / "metrics.json"}
 
 
 def _rate(m: dict) -> str:

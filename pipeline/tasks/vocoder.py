@@ -11,7 +11,9 @@ units (samples) when it is collated, in any worker. Crop offsets, diffusion step
 restores: a resumed run draws exactly what the uninterrupted one would have.
 
 Loss: L1 (or L2) between the true and the predicted noise, summed over every sample of every crop
-(units = samples); with the prior the error is whitened (divided by sigma), as in PriorGrad.
+(units = samples); with the prior the error is whitened (divided by sigma), as in PriorGrad. With the
+spectral prior (`vocoder.spectral_prior`) each utterance is whitened once when read (L^-1 x, over the whole
+utterance as at inference) and the standard process and loss apply to it.
 
 Evaluation: `vocoder.eval_utterances` held-out utterances (cut to `eval_max_seconds`) are vocoded with
 the default sampler and steps and scored against the reference (log-mel L1, MR-STFT, PESQ, STOI,

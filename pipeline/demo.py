@@ -36,30 +36,30 @@ def main() -> None:
     a = p.parse_args()
     setup_logging()
     started = time.monotonic()
+    stages = 6 if a.tts_minutes > 0 else 5
 
     from pipeline.synth.corpus import synthesize_corpus
 
-    print(f"[1/4] synthesising the corpus into {a.corpus} (espeak-ng, disjoint train/test voices)", flush=True)
+    print(f"[1/{stages}] synthesising the corpus into {a.corpus} (espeak-ng, disjoint train/test voices)", flush=True)
     info = synthesize_corpus(a.corpus, n_train=a.train_utterances, n_test=a.test_utterances, seed=a.seed,
                              sample_rate=16000, progress=True)
     corpus_minutes = (time.monotonic() - started) / 60
 
     recipe = load_recipe(a.recipe, [f"data.train={a.corpus}/train", f"data.eval={a.corpus}/test", *a.overrides])
     out = Path(recipe.output_dir)
-    print(f"[2/4] training {a.recipe} -> {out}", flush=True)
+    print(f"[2/{stages}] training {a.recipe} -> {out}", flush=True)
     from pipeline.training.loop import run_training
 
     t0 = time.monotonic()
     summary = run_training(recipe)
     train_minutes = (time.monotonic() - t0) / 60
 
-    print(f"[3/4] evaluating on the held-out voices ({a.corpus}/test)", flush=True)
+    print(f"[3/{stages}] evaluating on the held-out voices ({a.corpus}/test)", flush=True)
     from pipeline.evaluation.evaluate import evaluate_model
 
     eval_dir = out / "eval"
     metrics = evaluate_model(str(out), DataSpec(path=f"{a.corpus}/test"), eval_dir)
 
-    stages = 6 if a.tts_minutes > 0 else 5
     print(f"[4/{stages}] decoding again with beam search and a 3-gram LM built from the train transcripts", flush=True)
     lm_metrics = _lm_evaluation(out, f"{a.corpus}/train", f"{a.corpus}/test")
 
@@ -71,7 +71,7 @@ def main() -> None:
         print(f"  [{mark}] {Path(r['audio']).name} ({r['speaker']})\n        ref: {r['reference']}\n        hyp: {r['hypothesis']}")
     tts = None
     if a.tts_minutes > 0:
-        print(f"[6/6] text to speech: {a.tts_minutes:g} minutes of training, a spoken sentence, round trip through {out}",
+        print(f"[6/{stages}] text to speech: {a.tts_minutes:g} minutes of training, a spoken sentence, round trip through {out}",
               flush=True)
         tts = _tts_stage(a.corpus, out, a.tts_minutes, a.tts_sentences)
 

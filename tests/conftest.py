@@ -28,6 +28,12 @@ Everything here is offline and small enough for a 2-core machine. Reuse them in 
     characters: comparisons between inference paths are then not trivially ``"" == ""``.
     Treat it as read-only; the full recipe used is saved as ``recipe.yaml`` inside it.
 
+``lone_pass_texts(asr, audio, sr) -> (every_frame, audio_frames)`` (a function)
+    What ``transformers.pipeline`` computes for one utterance, by hand: the greedy transcript of
+    every output frame (the pipeline's text) and of the frames the model counts as audio (ours;
+    see ``pipeline.evaluation.inference.output_mask``). They differ only on Parakeet, and only when
+    its padding frame is not blank.
+
 The session also sets ``HF_HUB_OFFLINE=1`` (at import, before any Hugging Face library is loaded)
 and points ``SPEECH_PIPELINE_CACHE`` at a temporary folder, for this process and its subprocesses.
 """
@@ -40,6 +46,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -94,6 +101,20 @@ def tiny_overrides(family: str = "parakeet") -> list[str]:
         "train.threads=1",
         "train.max_minutes=null",
     ]
+
+
+def lone_pass_texts(asr: Any, audio: Any, sr: int) -> tuple[str, str]:
+    import torch
+
+    with torch.inference_mode():
+        inputs = asr.feature_extractor(audio, sampling_rate=sr, return_attention_mask=True, return_tensors="pt")
+        logits = asr.model(**inputs).logits[0]
+    ids = logits.argmax(-1)
+    audio_ids = ids.clone()
+    if hasattr(asr.model, "_get_output_attention_mask"):  # Parakeet: frames it counts as padding are blank
+        frames = asr.model._get_output_attention_mask(inputs["attention_mask"], logits.shape[0])[0].bool()
+        audio_ids[~frames] = asr.model.config.pad_token_id
+    return asr.tokenizer.decode(ids.tolist()), asr.tokenizer.decode(audio_ids.tolist())
 
 
 def run_script_impl(script: str, *args: str, timeout: float = 300, env: dict[str, str] | None = None,

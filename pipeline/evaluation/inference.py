@@ -3,7 +3,8 @@
 Features are computed one utterance at a time (exactly as `transformers.pipeline` computes them,
 attention mask included) and only then padded, and frames past each utterance's end are forced to
 blank, so padding a batch never changes a transcript: each one is the text `transformers.pipeline`
-gives for that utterance alone. Models whose outputs do depend on padding (a group-normalised
+gives for that utterance alone, less anything the pipeline reads off an output frame that the model
+itself marks as padding (its label there depends on the batch). Models whose outputs do depend on padding (a group-normalised
 convolutional feature encoder, Wav2Vec2-Conformer's depthwise convolutions) are run one utterance
 at a time.
 
@@ -50,16 +51,23 @@ def default_workers(model: Any, device: torch.device | str) -> int:
     return max(1, torch.get_num_threads())
 
 
-def output_mask(model: Any, attention_mask: torch.Tensor, frames: int) -> torch.Tensor:
-    """Boolean (batch, frames) mask of the CTC output frames that belong to real audio."""
+def output_mask(model: Any, attention_mask: torch.Tensor, frames_mask: torch.Tensor, frames: int) -> torch.Tensor:
+    """Boolean (batch, frames) mask of the CTC output frames to decode.
+
+    Those of each utterance's whole feature sequence (`frames_mask`), as `transformers.pipeline`
+    decodes them, except on Parakeet: there an output frame that the attention mask marks as padding
+    (the last one, when the features end in a partial frame) has its whole attention row masked, and its
+    logits then depend on the padding around it: they differ between a batch and a lone pass, and so
+    could its label. Parakeet decodes only the frames its attention mask counts as audio.
+    """
     base = getattr(model, "module", model)
     if hasattr(base, "_get_output_attention_mask"):  # Parakeet
         return base._get_output_attention_mask(attention_mask, target_length=frames).bool()
     if hasattr(base, "_get_feat_extract_output_lengths"):
-        lengths = base._get_feat_extract_output_lengths(attention_mask.sum(-1))
+        lengths = base._get_feat_extract_output_lengths(frames_mask.sum(-1))
         lengths = torch.as_tensor(lengths, device=attention_mask.device)
         return torch.arange(frames, device=attention_mask.device)[None, :] < lengths[:, None]
-    return torch.ones(attention_mask.shape[0], frames, dtype=torch.bool, device=attention_mask.device)
+    return torch.ones(frames_mask.shape[0], frames, dtype=torch.bool, device=frames_mask.device)
 
 
 def pads_exactly(model: Any) -> bool:
@@ -79,7 +87,7 @@ def featurize(feature_extractor: Any, audios: Sequence[np.ndarray]) -> dict[str,
     The attention mask is the feature extractor's own, as `transformers.pipeline` passes it: log-mel
     extractors (Parakeet, SeamlessM4T for Wav2Vec2-BERT) mark a trailing partial frame as padding.
     `frames_mask` covers each utterance's whole feature sequence: the pipeline decodes every output
-    frame of it, so the decoder does too.
+    frame of it, and so does `output_mask` wherever that frame's label cannot depend on the batch.
     """
     sr = feature_extractor.sampling_rate
     key = feature_extractor.model_input_names[0]
@@ -151,7 +159,7 @@ class Transcriber:
         inputs = {k: v.to(self.device) for k, v in featurize(self.feature_extractor, audios).items()}
         frames = inputs.pop("frames_mask")
         logits = self.model(**inputs).logits.float()
-        return logits, output_mask(self.model, frames, logits.shape[1])
+        return logits, output_mask(self.model, inputs["attention_mask"], frames, logits.shape[1])
 
     def forward_many(self, batches: Sequence[Sequence[np.ndarray]]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """`forward` of each batch, in order; with several workers, that many batches at once, each on

@@ -66,8 +66,10 @@ class ModelConfig:
     config: dict[str, Any] | None = None  # inline architecture (used when name_or_path is empty)
     feature_extractor: dict[str, Any] | None = None  # feature-extractor overrides (on a checkpoint's too)
     # characters: a new vocabulary from the train split and a new head; checkpoint: keep the checkpoint's
-    # tokenizer and head; auto: keep them when the checkpoint has a tokenizer covering the train text
-    tokenizer: Literal["characters", "checkpoint", "auto"] = "characters"
+    # tokenizer and head; auto: keep them when the checkpoint has a tokenizer covering the train text;
+    # subwords: a byte-pair vocabulary of `vocab_size` tokens learned from the train split, and a new head
+    tokenizer: Literal["characters", "subwords", "checkpoint", "auto"] = "characters"
+    vocab_size: int = 256  # tokens of a `subwords` vocabulary, blank and <unk> included
     freeze_feature_encoder: bool | None = None  # None: on for checkpoints that support it
     mask_time_prob: float | None = None
     mask_time_length: int | None = None

@@ -306,6 +306,29 @@ def test_lm_alphabet_preflight(model_with_lm: Path, tmp_path: Path) -> None:
         load_decoder(tok, foreign)
 
 
+@needs_lm_libs
+def test_lm_decodes_a_subword_vocabulary(tmp_path: Path) -> None:
+    """A byte-pair CTC vocabulary ("▁" starts a word): pyctcdecode's BPE alphabet, LM words checked."""
+    from pipeline.models.asr import subword_tokenizer
+
+    tok = subword_tokenizer(SENTENCES, 40, blank_last=True)
+    labels = tokenizer_labels(tok)
+    assert labels[tok.pad_token_id] == "" and labels[tok.unk_token_id] == "\u2581\u2047\u2581"
+    assert any(lab.startswith("\u2581") and len(lab) > 2 for lab in labels)
+    build_lm_dir(SENTENCES, tmp_path, order=2, labels=labels)
+    assert json.loads((tmp_path / "alphabet.json").read_text())["is_bpe"] is True
+    decoder = load_decoder(tok, tmp_path)
+    ids = tok(SENTENCES[0]).input_ids
+    frames = [i for t in ids for i in (t, t, tok.pad_token_id)]  # each piece twice, then a blank
+    logits = np.full((len(frames), len(tok)), -10.0, dtype=np.float32)
+    logits[np.arange(len(frames)), frames] = 0.0
+    assert decoder.decode(logits, beam_width=8).strip() == SENTENCES[0]
+    foreign = tmp_path / "foreign"
+    build_lm_dir(["ΑΒΓ δεζ ηθι", "κλμ νξο"], foreign, order=2)
+    with pytest.raises(ModelError, match="does not match the tokenizer"):
+        load_decoder(tok, foreign)
+
+
 # ---------------------------------------------------------------------------------------------
 # Long audio
 # ---------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ Saving (`save_decoder_dir`) uses exactly the layout of pyctcdecode's
 `BeamSearchDecoderCTC.save_to_dir`, which `transformers.pipeline` and `Wav2Vec2ProcessorWithLM`
 load::
 
-    DIR/alphabet.json                   {"labels": [...one per tokenizer id...], "is_bpe": false}
+    DIR/alphabet.json                   {"labels": [...one per tokenizer id...], "is_bpe": false|true}
     DIR/language_model/attrs.json       {"alpha", "beta", "unk_score_offset", "score_boundary"}
     DIR/language_model/unigrams.txt     the LM's words, one per line
     DIR/language_model/lm.arpa          the n-gram model
@@ -54,6 +54,8 @@ ARPA_FILE = "lm.arpa"
 INFO_FILE = "lm_info.json"
 PROCESSOR_CLASS = "Wav2Vec2ProcessorWithLM"
 PYCTC_UNK = "\u2047"  # pyctcdecode's stand-in for the tokenizer's <unk>
+BPE_MARK = "\u2581"  # SentencePiece-style word start of subword vocabularies
+PYCTC_UNK_BPE = BPE_MARK + PYCTC_UNK + BPE_MARK  # pyctcdecode's <unk> in a subword alphabet
 
 DEFAULT_ALPHA = 0.5
 DEFAULT_BETA = 1.5
@@ -228,7 +230,8 @@ def read_arpa(path: str | Path) -> NgramModel:
 # ----------------------------------------------------------------------------------------------
 def tokenizer_labels(tokenizer: Any) -> list[str]:
     """The decoder alphabet for a CTC tokenizer: its tokens in id order, the blank (pad) as "",
-    the word delimiter as " " and the unknown token as pyctcdecode's "⁇"."""
+    the word delimiter as " " and the unknown token as pyctcdecode's "⁇" ("▁⁇▁" in a subword
+    alphabet, whose word-initial tokens start with "▁")."""
     vocab = tokenizer.get_vocab()
     size = max(vocab.values()) + 1
     labels: list[str | None] = [None] * size
@@ -239,6 +242,7 @@ def tokenizer_labels(tokenizer: Any) -> list[str]:
     pad = getattr(tokenizer, "pad_token", None)
     unk = getattr(tokenizer, "unk_token", None)
     delim = getattr(tokenizer, "word_delimiter_token", None) or "|"
+    unk_label = PYCTC_UNK_BPE if any(lab.startswith(BPE_MARK) for lab in labels if lab) else PYCTC_UNK
     out = []
     for lab in labels:
         if lab == pad:
@@ -246,7 +250,7 @@ def tokenizer_labels(tokenizer: Any) -> list[str]:
         elif lab == delim:
             out.append(" ")
         elif lab == unk:
-            out.append(PYCTC_UNK)
+            out.append(unk_label)
         else:
             out.append(lab)  # type: ignore[arg-type]
     if "" not in out:
@@ -254,9 +258,14 @@ def tokenizer_labels(tokenizer: Any) -> list[str]:
     return out
 
 
+def is_bpe(labels: Sequence[str]) -> bool:
+    """A subword alphabet (word-initial tokens marked with "▁"), as pyctcdecode tells them apart."""
+    return any(lab.startswith(BPE_MARK) for lab in labels)
+
+
 def spelling_characters(labels: Sequence[str]) -> set[str]:
-    """Characters the model can emit inside words (single-character labels other than space/blank)."""
-    return {lab for lab in labels if len(lab) == 1 and lab not in (" ", PYCTC_UNK)}
+    """Characters the model can emit inside words (those of its labels, less space, blank, unk and "▁")."""
+    return {ch for lab in labels if lab not in (" ", PYCTC_UNK, PYCTC_UNK_BPE) for ch in lab if ch != BPE_MARK}
 
 
 def check_alphabet(labels: Sequence[str], unigrams: Sequence[str], where: str) -> None:
@@ -319,7 +328,7 @@ def build_lm_dir(sentences: Iterable[str], output: str | Path, order: int = 3, l
                                      "unk_score_offset": float(unk_score_offset), "score_boundary": True})
     write_text(lm_dir / UNIGRAMS_FILE, "".join(w + "\n" for w in unigrams))
     if labels is not None:
-        write_text(out / ALPHABET_FILE, json.dumps({"labels": list(labels), "is_bpe": False}))
+        write_text(out / ALPHABET_FILE, json.dumps({"labels": list(labels), "is_bpe": is_bpe(labels)}))
     summary = {
         "order": order, "method": "interpolated modified Kneser-Ney",
         "ngrams": {str(n + 1): len(model.logprob[n]) for n in range(order)},
@@ -413,7 +422,7 @@ def load_decoder(tokenizer: Any, lm: str | Path | None = None, alpha: float | No
         language_model = LanguageModel(kmodel, unigrams, **attrs)
     alphabet = Alphabet.build_alphabet(list(tokenizer.convert_ids_to_tokens(list(range(len(labels))))))
     if list(alphabet.labels) != labels:  # pyctcdecode spells the alphabet its own way: use ours
-        alphabet = Alphabet(labels, False)
+        alphabet = Alphabet(labels, is_bpe(labels))
     return BeamSearchDecoderCTC(alphabet, language_model=language_model)
 
 

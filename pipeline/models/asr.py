@@ -12,17 +12,20 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import transformers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
     AutoConfig,
     AutoFeatureExtractor,
     AutoModelForCTC,
     AutoTokenizer,
+    ParakeetTokenizer,
     PreTrainedModel,
     Wav2Vec2CTCTokenizer,
 )
@@ -108,6 +111,32 @@ def character_tokenizer(vocab: dict[str, int]) -> Wav2Vec2CTCTokenizer:
             str(path), unk_token=UNK, pad_token=PAD, word_delimiter_token=WORD_DELIMITER,
             bos_token=None, eos_token=None, do_lower_case=False,
         )
+
+
+def subword_tokenizer(texts: Sequence[str], vocab_size: int, blank_last: bool = False) -> ParakeetTokenizer:
+    """A byte-pair vocabulary of `vocab_size` tokens (pad and unk included) learned from training text.
+
+    Subword units are what NeMo's Conformer CTC models predict: about a third as many targets per
+    second as characters, so CTC fits at 80 ms output frames (8x subsampling) where characters need
+    40 ms or less. Words are marked SentencePiece-style ("\u2581" starts a word). `ParakeetTokenizer`
+    is transformers' CTC tokenizer for such vocabularies (it merges repeats and drops the blank when
+    decoding), so the saved model loads in `transformers.pipeline` without this project's code.
+    """
+    alphabet = sorted({ch for text in texts for ch in text if ch != " "})
+    specials = [UNK] if blank_last else [PAD, UNK]
+    smallest = len(specials) + len(alphabet) + 1 + int(blank_last)
+    if vocab_size < smallest:
+        raise ModelError(f"model.vocab_size: {vocab_size} is smaller than the training text's {len(alphabet)} "
+                         f"characters plus the word marker and special tokens ({smallest})")
+    backend = Tokenizer(models.BPE(unk_token=UNK))
+    backend.pre_tokenizer = pre_tokenizers.Metaspace()
+    backend.decoder = decoders.Metaspace()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size - int(blank_last), special_tokens=specials,
+                                  initial_alphabet=[*alphabet, "\u2581"], show_progress=False)
+    backend.train_from_iterator(texts, trainer)
+    if blank_last:  # the blank (= pad) after every other id, as Parakeet checkpoints have it
+        backend.add_special_tokens([PAD])
+    return ParakeetTokenizer(tokenizer_object=backend, unk_token=UNK, pad_token=PAD)
 
 
 def load_feature_extractor(family: Family, cfg: ModelConfig) -> Any:

@@ -27,6 +27,7 @@ from pipeline.models.asr import (
     load_checkpoint_tokenizer,
     load_feature_extractor,
     preflight,
+    subword_tokenizer,
 )
 from pipeline.tasks.base import ModelHolder, render_model_card
 
@@ -106,7 +107,9 @@ class ASRTask(ModelHolder):
                                 "character vocabulary and a new head", _oov_checker(tokenizer)(missing[0]))
                     tokenizer = None
             keep_tokenizer = tokenizer is not None
-            if tokenizer is None:  # the vocabulary comes from the train split only: no evaluation text leaks in
+            if tokenizer is None and m.tokenizer == "subwords":  # from the train split only, like characters
+                tokenizer = subword_tokenizer(list(self.train["text"]), m.vocab_size, blank_last=self.family.blank_last)
+            elif tokenizer is None:  # the vocabulary comes from the train split only: no evaluation text leaks in
                 tokenizer = character_tokenizer(build_vocab(self.train["text"], blank_last=self.family.blank_last))
             self.eval = None
             if d.eval is not None:

@@ -182,6 +182,10 @@ class AcousticConfig:
     durations: Literal["espeak", "ctc"] = "espeak"  # ctc (forced alignment of natural speech): not implemented yet
     voice: str = "en-us"  # espeak-ng voice that phonemises text at inference
     stats_utterances: int = 200  # training utterances the mel/pitch/energy normalisation is measured on
+    # One voice per speaker: a speaker embedding per value of the data's `speaker` column (train split).
+    # Without it the model learns one average of all the corpus's voices, with blurred formants.
+    speakers: bool = False
+    speaker: str | None = None  # the voice it speaks in by default (None: the training speaker with most utterances)
     f0_min: float = 60.0  # Hz, pitch tracker search range
     f0_max: float = 500.0
 

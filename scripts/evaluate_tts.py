@@ -34,6 +34,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, help="vocoder sampling steps (default: the vocoder's)")
     p.add_argument("--sampler", choices=("fast", "ddim", "dpm", "ddpm"), help="vocoder sampler (default: the vocoder's)")
     p.add_argument("--speaking-rate", type=float, default=1.0)
+    p.add_argument("--speaker", help="voice of a multi-speaker acoustic model (default: its default speaker)")
     p.add_argument("--no-griffin-lim", action="store_true", help="do not score Griffin-Lim on the same mels")
     p.add_argument("--write-audio", type=int, default=5, help="wavs written for the first N sentences")
     a = p.parse_args()
@@ -44,7 +45,8 @@ def main() -> None:
 
     metrics = evaluate_tts(a.acoustic, a.vocoder, a.asr, a.output, data=DataSpec(path=a.data) if a.data else None,
                            text_file=a.text_file, limit=a.limit, steps=a.steps, sampler=a.sampler,
-                           speaking_rate=a.speaking_rate, griffin_lim=not a.no_griffin_lim, write_audio=a.write_audio)
+                           speaking_rate=a.speaking_rate, griffin_lim=not a.no_griffin_lim, write_audio=a.write_audio,
+                           speaker=a.speaker)
     print(json.dumps(metrics, indent=1))
 
 

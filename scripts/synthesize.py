@@ -32,6 +32,7 @@ def main() -> None:
     p.add_argument("--speaking-rate", type=float, default=1.0,
                    help="speed factor: 2.0 speaks twice as fast (predicted durations divided by it)")
     p.add_argument("--voice", help="espeak-ng voice that phonemises the text (default: the acoustic model's)")
+    p.add_argument("--speaker", help="voice of a multi-speaker acoustic model (default: its default speaker)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, help="torch threads")
     a = p.parse_args()
@@ -64,10 +65,11 @@ def main() -> None:
             raise DataError(f"{path}: no lines")
         jobs = [(line, Path(a.output_dir) / f"{i:04d}.wav") for i, line in enumerate(lines)]
     tts = TextToSpeech.from_pretrained(a.acoustic, a.vocoder)
+    tts.acoustic.speaker_id(a.speaker)  # an unknown speaker fails before anything is written
     for text, target in jobs:
         t0 = time.perf_counter()
         wave = tts(text, speaking_rate=a.speaking_rate, steps=a.steps, sampler=a.sampler, seed=a.seed,
-                   voice=a.voice)
+                   voice=a.voice, speaker=a.speaker)
         elapsed = time.perf_counter() - t0
         target.parent.mkdir(parents=True, exist_ok=True)
         write_wav(str(target), wave, tts.sample_rate)

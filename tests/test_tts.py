@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from accelerate import Accelerator
 
 from pipeline.errors import ModelError, RecipeError
 from pipeline.tts.mel import get_mel_config
@@ -137,6 +138,98 @@ def test_speaking_rate_and_mismatched_presets(trained: Path, tmp_path: Path) -> 
     wrong = Vocoder.from_pretrained(_tiny_vocoder(tmp_path / "lj", "ljspeech"))
     with pytest.raises(ModelError, match="do not fit together.*ljspeech"):
         TextToSpeech(acoustic, wrong)
+
+
+@pytest.fixture(scope="module")
+def trained_speakers(tts_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from pipeline.config import load_recipe
+    from pipeline.training.loop import run_training
+
+    out = tmp_path_factory.mktemp("tts_speakers") / "acoustic"
+    recipe = load_recipe(QUICKSTART, [
+        f"output_dir={out}", f"data.train={tts_corpus / 'train'}", f"data.eval={tts_corpus / 'test'}",
+        "model.config={preset: tiny}", "train.max_steps=8", "train.max_minutes=null", "train.warmup_steps=0",
+        "train.batch_seconds=8", "train.log_every=4", "train.eval_every=0", "train.save_every=1000", "train.threads=1",
+        "acoustic.stats_utterances=6", "acoustic.speakers=true",
+    ])
+    run_training(recipe)
+    return out
+
+
+def _kept_speakers(split: Path, model_dir: Path) -> list[str]:
+    """Speaker of every training row the model was trained on (data_report.json lists those skipped)."""
+    import csv
+
+    report = json.loads((model_dir / "data_report.json").read_text(encoding="utf-8"))
+    skipped = {r["row"] for r in report["skipped"] if r["split"] == "train"}
+    with open(split / "metadata.csv", encoding="utf-8", newline="") as f:
+        return [r["speaker"] for i, r in enumerate(csv.DictReader(f), 1) if i not in skipped]
+
+
+def test_multi_speaker_model(trained_speakers: Path, trained: Path, tts_corpus: Path) -> None:
+    from collections import Counter
+
+    from pipeline.tts.acoustic import AcousticModel
+
+    train_speakers = _kept_speakers(tts_corpus / "train", trained_speakers)
+    saved = json.loads((trained_speakers / "speakers.json").read_text(encoding="utf-8"))
+    assert saved["speakers"] == ["<unknown>", *sorted(set(train_speakers))] and len(saved["speakers"]) > 3
+    counts = Counter(train_speakers)
+    assert saved["default"] == min(counts, key=lambda n: (-counts[n], n))  # the most frequent, then by name
+    config = json.loads((trained_speakers / "config.json").read_text(encoding="utf-8"))
+    assert config["num_speakers"] == len(saved["speakers"])
+    assert not (trained / "speakers.json").exists()
+
+    model = AcousticModel.from_pretrained(trained_speakers)
+    text = "Hello there, how are you today?"
+    a = model.mel(text, speaker=saved["speakers"][1])
+    b = model.mel(text, speaker=saved["speakers"][2])
+    assert a.shape[0] == 80 and not torch.equal(a, b)  # the embedding reaches the output
+    assert torch.equal(model.mel(text), model.mel(text, speaker=saved["default"]))
+    with pytest.raises(ModelError, match="'nobody': not one of the model's"):
+        model.mel(text, speaker="nobody")
+    with pytest.raises(ModelError, match="single voice"):
+        AcousticModel.from_pretrained(trained).mel(text, speaker=saved["speakers"][1])
+
+
+def test_speaker_ids_in_batches(tts_corpus: Path, tmp_path: Path) -> None:
+    """Training rows carry their speaker's id, but for a fixed tenth read as <unknown> (id 0) so that the
+    average voice is learnt; evaluation voices unseen in training are <unknown>."""
+    from pipeline.config import load_recipe
+    from pipeline.tasks import build_task
+
+    recipe = load_recipe(QUICKSTART, [
+        f"output_dir={tmp_path / 'out'}", f"data.train={tts_corpus / 'train'}", f"data.eval={tts_corpus / 'test'}",
+        "model.config={preset: tiny}", "acoustic.stats_utterances=4", "acoustic.speakers=true",
+    ])
+    task = build_task(recipe)
+    task.setup(Accelerator(cpu=True))
+    n = len(task.train_rows)
+    ids = task.collate([task.train_example(i) for i in range(n)])["speaker_ids"][:, 0].tolist()
+    for i, sid in enumerate(ids):
+        assert sid == 0 or task.speakers[sid] == task.train_rows[i]["speaker"]
+    assert ids == task.collate([task.train_example(i) for i in range(n)])["speaker_ids"][:, 0].tolist()  # fixed
+    unknown = [task._speaker_id("train", i, "x") == 0 and task._speaker_id("train", i, task.speakers[1]) == 0
+               for i in range(1000)]
+    assert 60 <= sum(unknown) <= 140  # about a tenth, by index
+    eval_ids = [task.collate([{"split": "eval", "index": i}])["speaker_ids"].item() for i in range(len(task.eval_rows))]
+    assert eval_ids == [0] * len(task.eval_rows)  # test voices are disjoint from training ones
+
+
+def test_speaker_options_are_checked(tts_corpus: Path, tmp_path: Path) -> None:
+    from pipeline.config import load_recipe
+    from pipeline.tasks import build_task
+
+    def setup(*overrides: str) -> None:
+        recipe = load_recipe(QUICKSTART, [
+            f"output_dir={tmp_path / 'out'}", f"data.train={tts_corpus / 'train'}", "data.eval=null",
+            "model.config={preset: tiny}", "acoustic.stats_utterances=2", *overrides])
+        build_task(recipe).setup(Accelerator(cpu=True))
+
+    with pytest.raises(RecipeError, match="acoustic.speaker: 'nobody' is not a training speaker"):
+        setup("acoustic.speakers=true", "acoustic.speaker=nobody")
+    with pytest.raises(RecipeError, match="model.config.num_speakers: set by the toolkit"):
+        setup("acoustic.speakers=true", "model.config={preset: tiny, num_speakers: 3}")
 
 
 def test_ljspeech_recipe_refuses_ctc_durations() -> None:

@@ -14,6 +14,10 @@ log durations, pitch and energy), a mean over the batch; the task returns it tim
 frames with units = frames, so the loop's global normalisation weighs batches by their frames.
 Its parts are logged as `mel_l1`, `duration_mse`, `pitch_mse`, `energy_mse`.
 
+Speakers (`acoustic.speakers`): each utterance's `speaker` value selects a speaker embedding; a fixed
+tenth of the training utterances (by a hash of their index) are read as `<unknown>` instead, so that
+id 0 learns an average voice, which evaluation uses for speakers absent from training.
+
 Evaluation: the same loss and parts on the eval split with teacher-forced durations/pitch/energy and
 dropout off, plus `length_error` (|predicted frames - true frames| / true frames, free-running).
 """
@@ -22,6 +26,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import zlib
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,7 +43,7 @@ from pipeline.data.sources import describe_spec, load_spec
 from pipeline.errors import DataError, ModelError, RecipeError
 from pipeline.io import write_json, write_text
 from pipeline.tasks.base import ModelHolder, metric_text, render_model_card
-from pipeline.tts.acoustic import AcousticModel, TargetStats, model_config, utterance_targets
+from pipeline.tts.acoustic import UNKNOWN_SPEAKER, AcousticModel, TargetStats, model_config, utterance_targets
 from pipeline.tts.mel import MelFrontEnd, get_mel_config, same_features
 from pipeline.tts.phonemes import PhonemeVocab, frame_durations, synthetic_alignments
 
@@ -113,12 +119,19 @@ class AcousticTask(ModelHolder):
         if m.name_or_path:
             loaded = self._load_pretrained(Path(m.name_or_path))
             self.vocab, self.stats, self._model = loaded.vocab, loaded.stats, loaded.model.train()
+            self.speakers = loaded.speakers
+            if bool(self.speakers) != a.speakers:
+                raise ModelError(f"{m.name_or_path}: acoustic.speakers={str(a.speakers).lower()} but the model was trained "
+                                 f"{'with' if self.speakers else 'without'} speaker embeddings")
         else:
             self.vocab = PhonemeVocab.build([row["phonemes"] for row in self.train_rows], voice=a.voice)
             self.stats = self._fit_stats()
+            self.speakers = self._build_speakers(describe_spec(d.train)) if a.speakers else None
             from transformers import FastSpeech2ConformerModel
 
-            self._model = FastSpeech2ConformerModel(model_config(m.config, len(self.vocab), self.mel_config.n_mels))
+            self._model = FastSpeech2ConformerModel(model_config(m.config, len(self.vocab), self.mel_config.n_mels,
+                                                                 len(self.speakers) if self.speakers else None))
+        self.default_speaker = self._default_speaker() if self.speakers else None
         unknown = sorted({p for row in self.train_rows + self.eval_rows for p in self.vocab.unknown(row["phonemes"])})
         if unknown:
             logger.warning("phonemes missing from the vocabulary (read as <unk>): %s", " ".join(unknown))
@@ -140,6 +153,7 @@ class AcousticTask(ModelHolder):
                 skipped += 1
                 continue
             rows.append({"audio": row["audio"], "duration": float(row["duration"]), "text": row["text"],
+                         "speaker": str(row.get("speaker") or ""),
                          "phonemes": [p for p, _, _ in found], "starts": [s for _, s, _ in found]})
         if skipped:
             entry = self.report.splits[split]
@@ -151,6 +165,36 @@ class AcousticTask(ModelHolder):
         if not rows:
             raise DataError(f"{source}: no utterance with phoneme durations ({self.report.summary()})")
         return rows
+
+    def _build_speakers(self, source: str) -> list[str]:
+        names = sorted({row["speaker"] for row in self.train_rows if row["speaker"]})
+        if not names:
+            raise DataError(f"{source}: acoustic.speakers needs a speaker column (metadata `speaker`, or "
+                            "data.train.speaker_column), and this split has no speaker names")
+        logger.info("speakers: %d in the training split, plus %s (id 0)", len(names), UNKNOWN_SPEAKER)
+        return [UNKNOWN_SPEAKER, *names]
+
+    def _default_speaker(self) -> str:
+        """acoustic.speaker, else the training speaker with the most utterances (the first by name on a tie)."""
+        assert self.speakers is not None
+        if self.a.speaker is not None:
+            if self.a.speaker not in self.speakers:
+                raise RecipeError(f"acoustic.speaker: {self.a.speaker!r} is not a training speaker (there are "
+                                  f"{len(self.speakers) - 1}, e.g. {', '.join(self.speakers[1:4])})")
+            return self.a.speaker
+        counts = Counter(row["speaker"] for row in self.train_rows if row["speaker"] in self.speakers)
+        return min(counts, key=lambda name: (-counts[name], name))
+
+    def _speaker_id(self, split: str, index: int, name: str) -> int:
+        """The row's speaker embedding id: 0 (<unknown>) for a fixed tenth of the training rows and for
+        speakers not seen in training."""
+        assert self.speakers is not None
+        if split == "train" and zlib.crc32(f"{self.recipe.seed}:{index}".encode()) % 10 == 0:
+            return 0
+        try:
+            return self.speakers.index(name)
+        except ValueError:
+            return 0
 
     def _load_pretrained(self, path: Path) -> AcousticModel:
         loaded = AcousticModel.from_pretrained(path)
@@ -193,6 +237,8 @@ class AcousticTask(ModelHolder):
             "mel": self.stats.norm_mel(mel),
             "seconds": audio.numel() / self.sample_rate,
         }
+        if self.speakers:
+            feat["speaker"] = self._speaker_id(split, index, row["speaker"])
         size = feat["mel"].numel() * 4
         if self._cache_bytes + size <= self._cache_limit:
             self._cache[(split, index)] = feat
@@ -225,15 +271,19 @@ class AcousticTask(ModelHolder):
             pitch[i, :k, 0], energy[i, :k, 0] = x["pitch"], x["energy"]
             mel[i, :t] = x["mel"]
         frames = sum(x["mel"].shape[0] for x in feats)
-        return {"input_ids": ids, "attention_mask": mask, "duration_labels": durations, "pitch_labels": pitch,
-                "energy_labels": energy, "spectrogram_labels": mel, "units": frames,
-                "audio_seconds": sum(x["seconds"] for x in feats)}
+        batch = {"input_ids": ids, "attention_mask": mask, "duration_labels": durations, "pitch_labels": pitch,
+                 "energy_labels": energy, "spectrogram_labels": mel, "units": frames,
+                 "audio_seconds": sum(x["seconds"] for x in feats)}
+        if self.speakers:
+            batch["speaker_ids"] = torch.tensor([[x["speaker"]] for x in feats], dtype=torch.long)
+        return batch
 
     # ---------------------------------------------------------------------------------------
     def _forward(self, model: torch.nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         device = next(model.parameters()).device
-        keys = ("input_ids", "attention_mask", "duration_labels", "pitch_labels", "energy_labels", "spectrogram_labels")
-        inputs = {k: batch[k].to(device) for k in keys}
+        keys = ("input_ids", "attention_mask", "duration_labels", "pitch_labels", "energy_labels", "spectrogram_labels",
+                "speaker_ids")
+        inputs = {k: batch[k].to(device) for k in keys if k in batch}
         out = model(**inputs, return_dict=True)
         with torch.no_grad():
             real = inputs["attention_mask"].bool()
@@ -280,7 +330,8 @@ class AcousticTask(ModelHolder):
                     loss, parts = self._forward(model, batch)
                 was = model.training
                 model.eval()
-                free = model(input_ids=batch["input_ids"].to(device), return_dict=True)
+                speaker = {"speaker_ids": batch["speaker_ids"].to(device)} if "speaker_ids" in batch else {}
+                free = model(input_ids=batch["input_ids"].to(device), return_dict=True, **speaker)
                 model.train(was)
             true = int(batch["units"])
             predicted = int(free.duration_outputs.sum().clamp(min=1))
@@ -295,9 +346,11 @@ class AcousticTask(ModelHolder):
     # ---------------------------------------------------------------------------------------
     def save(self, model: torch.nn.Module, output_dir: Path, metrics: dict[str, Any]) -> None:
         model.eval()
-        AcousticModel(model, self.vocab, self.mel_config, self.stats).save_pretrained(output_dir)
+        AcousticModel(model, self.vocab, self.mel_config, self.stats, self.speakers,
+                      self.default_speaker).save_pretrained(output_dir)
         meta = {"task": "acoustic", "mel_preset": self.mel_config.name, "sample_rate": self.sample_rate,
-                "train_data": describe_spec(self.recipe.data.train), "phonemes": len(self.vocab)}
+                "train_data": describe_spec(self.recipe.data.train), "phonemes": len(self.vocab),
+                "speakers": len(self.speakers) - 1 if self.speakers else 0}
         write_json(Path(output_dir) / "speech_pipeline.json", meta)
         write_text(Path(output_dir) / "README.md", model_card(self.recipe, model, self, metrics))
         if self.recipe.train.push_to_hub:
@@ -322,7 +375,9 @@ def model_card(recipe: Recipe, model: torch.nn.Module, task: AcousticTask, metri
         f"- mel preset: {task.mel_config.describe()} (`mel_config.json`): pair it with a vocoder of the same preset",
         f"- phonemes: {len(task.vocab)} espeak-ng phoneme tokens (`phonemes.json`), text phonemised with voice "
         f"`{task.vocab.voice}`; durations from espeak-ng phoneme events of the synthetic corpus",
-        f"- data: `{describe_spec(recipe.data.train) if recipe.data.train else '-'}`; {task.report.summary()}", "",
+        f"- data: `{describe_spec(recipe.data.train) if recipe.data.train else '-'}`; {task.report.summary()}",
+        (f"- speakers: {len(task.speakers) - 1} training speakers and `<unknown>` (`speakers.json`); default voice "
+         f"`{task.default_speaker}` (`--speaker NAME` picks another)" if task.speakers else "- speakers: one voice"), "",
         "## Results (held-out, teacher-forced; mels normalised per bin)", "",
         "| loss | mel L1 | duration MSE (log) | pitch MSE | energy MSE | length error |", "|---|---|---|---|---|---|",
         f"| {fmt('eval_loss')} | {fmt('eval_mel_l1')} | {fmt('eval_duration_mse')} | {fmt('eval_pitch_mse')} | "

@@ -10,8 +10,14 @@ presets differ is refused (`TextToSpeech`). As in FastSpeech2 / ESPnet:
   the voiced frames (a phoneme without any gets the mean, 0 after normalisation). Energy: log of
   the L2 norm of the linear magnitude spectrum of each frame (the mel's own STFT).
 
+Multi-speaker models (`acoustic.speakers`) add transformers' speaker-id embedding: id 0 is
+``<unknown>``, an average voice learnt from a fixed tenth of the training utterances (and used for
+speakers never seen in training, such as held-out evaluation voices); ids 1.. are the training
+speakers in name order.
+
 An acoustic model directory holds ``config.json`` + ``model.safetensors`` (transformers),
-``phonemes.json`` (vocabulary, inference voice), ``mel_config.json`` and ``acoustic.json`` (stats).
+``phonemes.json`` (vocabulary, inference voice), ``mel_config.json``, ``acoustic.json`` (stats) and,
+for a multi-speaker model, ``speakers.json`` (names in id order and the default one).
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ from pipeline.tts.phonemes import PhonemeVocab, text_to_phonemes
 logger = logging.getLogger(__name__)
 
 STATS_FILE = "acoustic.json"
+SPEAKERS_FILE = "speakers.json"
+UNKNOWN_SPEAKER = "<unknown>"
 ENERGY_FLOOR = 1e-4
 
 # Sizes. base: transformers' defaults (ESPnet's LJSpeech model, ~42 M parameters).
@@ -55,7 +63,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def model_config(raw: dict[str, Any] | None, vocab_size: int, n_mels: int) -> Any:
+def model_config(raw: dict[str, Any] | None, vocab_size: int, n_mels: int, num_speakers: int | None = None) -> Any:
     """`model.config` of a recipe ({preset: small, any FastSpeech2ConformerConfig key}) -> a config."""
     from transformers import FastSpeech2ConformerConfig
 
@@ -67,10 +75,13 @@ def model_config(raw: dict[str, Any] | None, vocab_size: int, n_mels: int) -> An
     unknown = sorted(set(raw) - known)
     if unknown:
         raise RecipeError(f"model.config: unknown FastSpeech2ConformerConfig keys {', '.join(unknown)}")
-    for key in ("vocab_size", "num_mel_bins"):
+    for key in ("vocab_size", "num_mel_bins", "num_speakers"):
         if key in raw:
-            raise RecipeError(f"model.config.{key}: set by the toolkit (phoneme vocabulary, mel preset), leave it out")
+            raise RecipeError(f"model.config.{key}: set by the toolkit (phoneme vocabulary, mel preset, "
+                              "acoustic.speakers), leave it out")
     kwargs = {**PRESETS[preset], **raw, "vocab_size": int(vocab_size), "num_mel_bins": int(n_mels)}
+    if num_speakers:
+        kwargs["num_speakers"] = int(num_speakers)
     try:
         return FastSpeech2ConformerConfig(**kwargs)
     except Exception as exc:  # strict config: a wrong type names the field
@@ -203,15 +214,37 @@ def utterance_targets(audio: torch.Tensor, durations: list[int], front_end: MelF
 class AcousticModel:
     """FastSpeech2Conformer + its phoneme vocabulary, mel preset and target statistics."""
 
-    def __init__(self, model: torch.nn.Module, vocab: PhonemeVocab, mel_config: MelConfig, stats: TargetStats) -> None:
+    def __init__(self, model: torch.nn.Module, vocab: PhonemeVocab, mel_config: MelConfig, stats: TargetStats,
+                 speakers: list[str] | None = None, default_speaker: str | None = None) -> None:
         self.model = model
         self.vocab = vocab
         self.mel_config = mel_config
         self.stats = stats
+        self.speakers = list(speakers) if speakers else None
+        self.default_speaker = default_speaker if self.speakers else None
         if model.config.num_mel_bins != mel_config.n_mels or model.config.vocab_size != len(vocab):
             raise ModelError(f"acoustic model: the network ({model.config.num_mel_bins} mels, vocabulary "
                              f"{model.config.vocab_size}) does not fit its mel preset ({mel_config.n_mels} mels) or "
                              f"phoneme vocabulary ({len(vocab)})")
+        if (model.config.num_speakers or 0) != len(self.speakers or []):
+            raise ModelError(f"acoustic model: the network has {model.config.num_speakers or 0} speaker embeddings but "
+                             f"{SPEAKERS_FILE} names {len(self.speakers or [])} speakers")
+        if self.default_speaker is not None:
+            self.speaker_id(self.default_speaker)
+
+    def speaker_id(self, name: str | None) -> int | None:
+        """Embedding id of a speaker name (None: the default speaker; no id for a single-voice model)."""
+        if self.speakers is None:
+            if name is not None:
+                raise ModelError(f"speaker {name!r}: this acoustic model has a single voice (trained without acoustic.speakers)")
+            return None
+        name = self.default_speaker if name is None else name
+        try:
+            return self.speakers.index(name)
+        except ValueError:
+            shown = ", ".join(self.speakers[1:6]) + (", ..." if len(self.speakers) > 6 else "")
+            raise ModelError(f"speaker {name!r}: not one of the model's {len(self.speakers) - 1} training speakers "
+                             f"({shown}) or {UNKNOWN_SPEAKER}") from None
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> AcousticModel:
@@ -223,7 +256,11 @@ class AcousticModel:
         raw = json.loads((path / STATS_FILE).read_text(encoding="utf-8"))
         stats = TargetStats(**raw["stats"])
         model = FastSpeech2ConformerModel.from_pretrained(str(path)).to(device).eval()
-        return cls(model, PhonemeVocab.load(path), MelConfig.load(path), stats)
+        speakers = default = None
+        if (path / SPEAKERS_FILE).is_file():
+            saved = json.loads((path / SPEAKERS_FILE).read_text(encoding="utf-8"))
+            speakers, default = saved["speakers"], saved["default"]
+        return cls(model, PhonemeVocab.load(path), MelConfig.load(path), stats, speakers, default)
 
     def save_pretrained(self, path: str | Path) -> None:
         from pipeline.io import write_json
@@ -234,6 +271,8 @@ class AcousticModel:
         self.vocab.save(path)
         self.mel_config.save(path)
         write_json(path / STATS_FILE, {"stats": dataclasses.asdict(self.stats), "mel_preset": self.mel_config.name})
+        if self.speakers:
+            write_json(path / SPEAKERS_FILE, {"speakers": self.speakers, "default": self.default_speaker})
 
     # -------------------------------------------------------------------------------------
     def phonemes(self, text: str, voice: str | None = None) -> list[str]:
@@ -245,18 +284,22 @@ class AcousticModel:
         return phonemes
 
     @torch.no_grad()
-    def mel(self, text: str, speaking_rate: float = 1.0, voice: str | None = None) -> torch.Tensor:
-        """Log-mel (n_mels, frames) in the model's mel preset. speaking_rate 2.0: twice as fast."""
+    def mel(self, text: str, speaking_rate: float = 1.0, voice: str | None = None, speaker: str | None = None,
+            ) -> torch.Tensor:
+        """Log-mel (n_mels, frames) in the model's mel preset. speaking_rate 2.0: twice as fast; `speaker`:
+        a training speaker of a multi-speaker model (default: its default speaker)."""
         if not speaking_rate > 0:
             raise ModelError(f"speaking rate must be positive, got {speaking_rate}")
+        sid = self.speaker_id(speaker)
         ids = torch.tensor([self.vocab.encode(self.phonemes(text, voice))], dtype=torch.long)
         device = next(self.model.parameters()).device
+        extra = {} if sid is None else {"speaker_ids": torch.tensor([[sid]], dtype=torch.long, device=device)}
         was_training = self.model.training
         old_speed = self.model.config.speaking_speed
         self.model.eval()
         self.model.config.speaking_speed = 1.0 / float(speaking_rate)  # transformers multiplies durations by it
         try:
-            out = self.model(input_ids=ids.to(device), return_dict=True)
+            out = self.model(input_ids=ids.to(device), return_dict=True, **extra)
         finally:
             self.model.config.speaking_speed = old_speed
             self.model.train(was_training)
@@ -286,8 +329,8 @@ class TextToSpeech:
         return int(self.vocoder.sample_rate)
 
     def __call__(self, text: str, speaking_rate: float = 1.0, steps: int | None = None, sampler: str | None = None,
-                 seed: int = 0, voice: str | None = None) -> np.ndarray:
+                 seed: int = 0, voice: str | None = None, speaker: str | None = None) -> np.ndarray:
         """Float32 waveform at `sample_rate` (sampler/steps: the vocoder's defaults when None)."""
-        mel = self.acoustic.mel(text, speaking_rate=speaking_rate, voice=voice)
+        mel = self.acoustic.mel(text, speaking_rate=speaking_rate, voice=voice, speaker=speaker)
         wave = self.vocoder(mel, mel_config=self.acoustic.mel_config, sampler=sampler, steps=steps, seed=seed)
         return wave.numpy().astype(np.float32)

@@ -94,7 +94,8 @@ def _sentences(spec: DataSpec | None, text_file: str | None, limit: int | None) 
 def evaluate_tts(acoustic_dir: str | Path, vocoder_dir: str | Path | None, asr_dir: str | Path, output: str | Path, *,
                  data: DataSpec | None = None, text_file: str | None = None, limit: int | None = None,
                  steps: int | None = None, sampler: str | None = None, speaking_rate: float = 1.0,
-                 griffin_lim: bool = True, write_audio: int = 5, seed: int = 0, progress: bool = True) -> dict[str, Any]:
+                 griffin_lim: bool = True, write_audio: int = 5, seed: int = 0, progress: bool = True,
+                 speaker: str | None = None) -> dict[str, Any]:
     """Round-trip WER/CER of the TTS (and of Griffin-Lim on the same mels), next to the ASR's WER on the recordings."""
     from pipeline.evaluation.evaluate import load_model_dir
     from pipeline.evaluation.inference import Transcriber
@@ -107,6 +108,7 @@ def evaluate_tts(acoustic_dir: str | Path, vocoder_dir: str | Path | None, asr_d
     if (data is None) == (text_file is None):
         raise DataError("round-trip evaluation: give exactly one of a data spec (--data) or a text file (--text-file)")
     acoustic = AcousticModel.from_pretrained(acoustic_dir)
+    acoustic.speaker_id(speaker)  # an unknown name fails here, before anything is synthesised
     tts = TextToSpeech(acoustic, Vocoder.from_pretrained(vocoder_dir), (str(acoustic_dir), str(vocoder_dir))) if vocoder_dir else None
     front_end = MelFrontEnd(acoustic.mel_config)
     sr = acoustic.mel_config.sample_rate
@@ -125,7 +127,7 @@ def evaluate_tts(acoustic_dir: str | Path, vocoder_dir: str | Path | None, asr_d
     from tqdm.auto import tqdm
 
     for i, text in enumerate(tqdm(texts, desc="synthesising", unit="utt", disable=not progress)):
-        mel = acoustic.mel(text, speaking_rate=speaking_rate)
+        mel = acoustic.mel(text, speaking_rate=speaking_rate, speaker=speaker)
         if tts is not None:
             t0 = time.perf_counter()
             wave = tts.vocoder(mel, mel_config=acoustic.mel_config, sampler=sampler, steps=steps, seed=seed + i).numpy()
@@ -152,7 +154,8 @@ def evaluate_tts(acoustic_dir: str | Path, vocoder_dir: str | Path | None, asr_d
     rows = [{"text": t, "reference": r} for t, r in zip(texts, references, strict=True)]
     metrics: dict[str, Any] = {"sentences": len(texts), "data": described, "acoustic": str(acoustic_dir),
                                "vocoder": str(vocoder_dir) if vocoder_dir else None, "asr": str(asr_dir),
-                               "speaking_rate": speaking_rate, "mel_preset": acoustic.mel_config.name}
+                               "speaking_rate": speaking_rate, "mel_preset": acoustic.mel_config.name,
+                               "speaker": speaker if speaker is not None else acoustic.default_speaker}
     for arm, audios in arms.items():
         if not audios:
             continue

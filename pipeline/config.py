@@ -183,7 +183,7 @@ class AcousticConfig:
     voice: str = "en-us"  # espeak-ng voice that phonemises text at inference
     stats_utterances: int = 200  # training utterances the mel/pitch/energy normalisation is measured on
     # One voice per speaker: a speaker embedding per value of the data's `speaker` column (train split).
-    # Without it the model learns one average of all the corpus's voices, with blurred formants.
+    # Without it the model learns one average voice of the whole corpus.
     speakers: bool = False
     speaker: str | None = None  # the voice it speaks in by default (None: the training speaker with most utterances)
     f0_min: float = 60.0  # Hz, pitch tracker search range

@@ -232,6 +232,27 @@ def test_speaker_options_are_checked(tts_corpus: Path, tmp_path: Path) -> None:
         setup("acoustic.speakers=true", "model.config={preset: tiny, num_speakers: 3}")
 
 
+def test_continuing_a_multi_speaker_model(trained_speakers: Path, tts_corpus: Path, tmp_path: Path) -> None:
+    """Its speakers come with it (ids unchanged); the recipe must agree that the model has speakers."""
+    from pipeline.config import load_recipe
+    from pipeline.tasks import build_task
+
+    def task(*overrides: str):  # noqa: ANN202
+        recipe = load_recipe(QUICKSTART, [
+            f"output_dir={tmp_path / 'out'}", f"data.train={tts_corpus / 'test'}", "data.eval=null",
+            f"model.name_or_path={trained_speakers}", *overrides])
+        t = build_task(recipe)
+        t.setup(Accelerator(cpu=True))
+        return t
+
+    saved = json.loads((trained_speakers / "speakers.json").read_text(encoding="utf-8"))
+    t = task("acoustic.speakers=true")  # the test split's voices are none of the model's
+    assert t.speakers == saved["speakers"] and t.default_speaker == saved["default"]
+    assert {t._speaker_id("train", i, r["speaker"]) for i, r in enumerate(t.train_rows)} == {0}
+    with pytest.raises(ModelError, match="acoustic.speakers=false but the model was trained with speaker embeddings"):
+        task()
+
+
 def test_ljspeech_recipe_refuses_ctc_durations() -> None:
     from pipeline.config import load_recipe
     from pipeline.tasks import build_task

@@ -4,9 +4,9 @@ Features are computed one utterance at a time (exactly as `transformers.pipeline
 attention mask included) and only then padded, and frames past each utterance's end are forced to
 blank, so padding a batch never changes a transcript: each one is the text `transformers.pipeline`
 gives for that utterance alone, less anything the pipeline reads off an output frame that the model
-itself marks as padding (its label there depends on the batch). Models whose outputs do depend on padding (a group-normalised
-convolutional feature encoder, Wav2Vec2-Conformer's depthwise convolutions) are run one utterance
-at a time.
+itself marks as padding (its label there depends on the batch, see `output_mask`). Models whose
+outputs do depend on padding (a group-normalised convolutional feature encoder, Wav2Vec2-Conformer's
+depthwise convolutions) are run one utterance at a time.
 
 On a CPU, batches run on several threads at once, one torch thread each (`workers`): these small
 models use a core far better per batch than they use two cores on one batch (on 2 cores, 1.6-1.9 s

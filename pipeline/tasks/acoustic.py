@@ -119,7 +119,7 @@ class AcousticTask(ModelHolder):
         if m.name_or_path:
             loaded = self._load_pretrained(Path(m.name_or_path))
             self.vocab, self.stats, self._model = loaded.vocab, loaded.stats, loaded.model.train()
-            self.speakers = loaded.speakers
+            self.speakers, loaded_default = loaded.speakers, loaded.default_speaker
             if bool(self.speakers) != a.speakers:
                 raise ModelError(f"{m.name_or_path}: acoustic.speakers={str(a.speakers).lower()} but the model was trained "
                                  f"{'with' if self.speakers else 'without'} speaker embeddings")
@@ -127,11 +127,12 @@ class AcousticTask(ModelHolder):
             self.vocab = PhonemeVocab.build([row["phonemes"] for row in self.train_rows], voice=a.voice)
             self.stats = self._fit_stats()
             self.speakers = self._build_speakers(describe_spec(d.train)) if a.speakers else None
+            loaded_default = None
             from transformers import FastSpeech2ConformerModel
 
             self._model = FastSpeech2ConformerModel(model_config(m.config, len(self.vocab), self.mel_config.n_mels,
                                                                  len(self.speakers) if self.speakers else None))
-        self.default_speaker = self._default_speaker() if self.speakers else None
+        self.default_speaker = self._default_speaker(loaded_default) if self.speakers else None
         unknown = sorted({p for row in self.train_rows + self.eval_rows for p in self.vocab.unknown(row["phonemes"])})
         if unknown:
             logger.warning("phonemes missing from the vocabulary (read as <unk>): %s", " ".join(unknown))
@@ -174,15 +175,18 @@ class AcousticTask(ModelHolder):
         logger.info("speakers: %d in the training split, plus %s (id 0)", len(names), UNKNOWN_SPEAKER)
         return [UNKNOWN_SPEAKER, *names]
 
-    def _default_speaker(self) -> str:
-        """acoustic.speaker, else the training speaker with the most utterances (the first by name on a tie)."""
+    def _default_speaker(self, fallback: str | None) -> str:
+        """acoustic.speaker, else the training speaker with the most utterances (the first by name on a tie),
+        else (none of the training speakers is the model's) `fallback` or <unknown>."""
         assert self.speakers is not None
         if self.a.speaker is not None:
             if self.a.speaker not in self.speakers:
                 raise RecipeError(f"acoustic.speaker: {self.a.speaker!r} is not a training speaker (there are "
                                   f"{len(self.speakers) - 1}, e.g. {', '.join(self.speakers[1:4])})")
             return self.a.speaker
-        counts = Counter(row["speaker"] for row in self.train_rows if row["speaker"] in self.speakers)
+        counts = Counter(row["speaker"] for row in self.train_rows if row["speaker"] in self.speakers[1:])
+        if not counts:
+            return fallback or UNKNOWN_SPEAKER
         return min(counts, key=lambda name: (-counts[name], name))
 
     def _speaker_id(self, split: str, index: int, name: str) -> int:

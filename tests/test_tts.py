@@ -33,20 +33,24 @@ def tts_corpus(tmp_path_factory: pytest.TempPathFactory, run_script) -> Path:
     return out
 
 
-@pytest.fixture(scope="module")
-def trained(tts_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def _train_tiny(tts_corpus: Path, out: Path, steps: int, *overrides: str) -> Path:
+    """The quickstart recipe with the tiny preset on the test corpus, trained in this process."""
     from pipeline.config import load_recipe
     from pipeline.training.loop import run_training
 
-    out = tmp_path_factory.mktemp("tts_model") / "acoustic"
     recipe = load_recipe(QUICKSTART, [
         f"output_dir={out}", f"data.train={tts_corpus / 'train'}", f"data.eval={tts_corpus / 'test'}",
-        "model.config={preset: tiny}", "train.max_steps=16", "train.max_minutes=null", "train.warmup_steps=0",
+        "model.config={preset: tiny}", f"train.max_steps={steps}", "train.max_minutes=null", "train.warmup_steps=0",
         "train.batch_seconds=8", "train.log_every=4", "train.eval_every=0", "train.save_every=1000", "train.threads=1",
-        "acoustic.stats_utterances=6",
+        "acoustic.stats_utterances=6", *overrides,
     ])
     run_training(recipe)
     return out
+
+
+@pytest.fixture(scope="module")
+def trained(tts_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _train_tiny(tts_corpus, tmp_path_factory.mktemp("tts_model") / "acoustic", 16)
 
 
 def _tiny_vocoder(path: Path, preset: str) -> Path:
@@ -142,18 +146,7 @@ def test_speaking_rate_and_mismatched_presets(trained: Path, tmp_path: Path) -> 
 
 @pytest.fixture(scope="module")
 def trained_speakers(tts_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from pipeline.config import load_recipe
-    from pipeline.training.loop import run_training
-
-    out = tmp_path_factory.mktemp("tts_speakers") / "acoustic"
-    recipe = load_recipe(QUICKSTART, [
-        f"output_dir={out}", f"data.train={tts_corpus / 'train'}", f"data.eval={tts_corpus / 'test'}",
-        "model.config={preset: tiny}", "train.max_steps=8", "train.max_minutes=null", "train.warmup_steps=0",
-        "train.batch_seconds=8", "train.log_every=4", "train.eval_every=0", "train.save_every=1000", "train.threads=1",
-        "acoustic.stats_utterances=6", "acoustic.speakers=true",
-    ])
-    run_training(recipe)
-    return out
+    return _train_tiny(tts_corpus, tmp_path_factory.mktemp("tts_speakers") / "acoustic", 8, "acoustic.speakers=true")
 
 
 def _kept_speakers(split: Path, model_dir: Path) -> list[str]:

@@ -242,7 +242,7 @@ def tokenizer_labels(tokenizer: Any) -> list[str]:
     pad = getattr(tokenizer, "pad_token", None)
     unk = getattr(tokenizer, "unk_token", None)
     delim = getattr(tokenizer, "word_delimiter_token", None) or "|"
-    unk_label = PYCTC_UNK_BPE if any(lab.startswith(BPE_MARK) for lab in labels if lab) else PYCTC_UNK
+    unk_label = PYCTC_UNK_BPE if is_bpe(labels) else PYCTC_UNK  # type: ignore[arg-type]
     out = []
     for lab in labels:
         if lab == pad:

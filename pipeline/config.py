@@ -179,7 +179,9 @@ class AcousticConfig:
     """
 
     mel: str = "speecht5"  # mel preset of the vocoder it will sit in front of (pipeline.tts.mel.PRESETS)
-    durations: Literal["espeak", "ctc"] = "espeak"  # ctc (forced alignment of natural speech): not implemented yet
+    # espeak: phoneme events of a synthetic corpus; ctc: forced alignment of recordings with `aligner`
+    durations: Literal["espeak", "ctc"] = "espeak"
+    aligner: str | None = None  # character CTC model (a directory this toolkit trained, or a Hub id) for ctc
     voice: str = "en-us"  # espeak-ng voice that phonemises text at inference
     stats_utterances: int = 200  # training utterances the mel/pitch/energy normalisation is measured on
     # One voice per speaker: a speaker embedding per value of the data's `speaker` column (train split).

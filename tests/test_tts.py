@@ -246,14 +246,65 @@ def test_continuing_a_multi_speaker_model(trained_speakers: Path, tts_corpus: Pa
         task()
 
 
-def test_ljspeech_recipe_refuses_ctc_durations() -> None:
+def test_ljspeech_recipe_aligns_with_ctc_and_ctc_needs_an_aligner() -> None:
     from pipeline.config import load_recipe
     from pipeline.tasks import build_task
 
     recipe = load_recipe(REPO / "recipes" / "tts" / "fastspeech2conformer_ljspeech.yaml")
-    assert recipe.acoustic.mel == "ljspeech"
-    with pytest.raises(RecipeError, match="CTC forced alignment.*not implemented"):
+    assert recipe.acoustic.mel == "ljspeech" and recipe.acoustic.durations == "ctc" and recipe.acoustic.aligner
+    recipe = load_recipe(REPO / "recipes" / "tts" / "fastspeech2conformer_ljspeech.yaml", ["acoustic.aligner=null"])
+    with pytest.raises(RecipeError, match="acoustic.aligner"):
         build_task(recipe).setup(None)  # refused before any data is touched
+
+
+# ------------------------------------------------------------------------------------------------
+# CTC forced-alignment durations (recorded speech)
+def test_ctc_word_starts_and_proportional_phonemes() -> None:
+    from pipeline.synth import espeak
+    from pipeline.tts.alignment import distribute, group_by_word, word_starts
+
+    # blank 3, word delimiter 0, "a" 1, "b" 2: "a" spoken at frame 2, "|" at 4, "b" at frames 7-8
+    log_probs = torch.full((10, 4), -20.0)
+    log_probs[:, 3] = 0.0
+    for frame, token in ((2, 1), (4, 0), (7, 2), (8, 2)):
+        log_probs[frame] = -20.0
+        log_probs[frame, token] = 0.0
+    assert word_starts(log_probs, [1, 0, 2], blank=3, delimiter=0) == ([2, 7], 9)
+    # espeak's own words: each phoneme goes to the word it is spoken in
+    syn = espeak.synthesize("their water would", "en-us")
+    groups = group_by_word(syn.phonemes, syn.words)
+    assert [[p for p, _, _ in g] for g in groups][0] == ["D", "e@"] and len(groups) == 3
+    assert [p for g in groups for p, _, _ in g] == text_to_phonemes("their water would")[1:-1]
+    spans = distribute([[("a", 0, 10), ("b", 10, 40)], [("c", 0, 5)]], [100, 200, 300])
+    assert spans == [("a", 100, 125), ("b", 125, 200), ("c", 200, 300)]  # 10 : 30 of the first word
+
+
+def test_ctc_aligner_on_recordings(tts_corpus: Path, trained_tiny_model: Path) -> None:
+    from pipeline.audio import read_audio
+    from pipeline.tts.alignment import CTCAligner
+
+    aligner = CTCAligner(str(trained_tiny_model))
+    rows = [r.split(",") for r in (tts_corpus / "test" / "metadata.csv").read_text().splitlines()[1:]]
+    mel = get_mel_config("speecht5")
+    for name, text, _ in rows:
+        audio = read_audio(str(tts_corpus / "test" / name), 16000)[0]
+        spans = aligner.align(audio, 16000, text)
+        assert not isinstance(spans, str), spans
+        assert [p for p, _, _ in spans] == text_to_phonemes(text)  # what inference will read
+        assert spans[0][1] == 0 and spans[-1][2] == len(audio)
+        assert all(a[1] <= a[2] == b[1] <= b[2] for a, b in zip(spans[:-1], spans[1:], strict=True))
+        assert sum(frame_durations([x[1] for x in spans], len(audio), mel)) == mel.frames(len(audio))
+    audio = read_audio(str(tts_corpus / "test" / rows[0][0]), 16000)[0]
+    assert aligner.align(audio, 16000, "ωμέγα") == "characters the aligner cannot spell"
+    assert aligner.align(audio[:800], 16000, rows[0][1]) == "too short for its transcript"
+
+
+def test_acoustic_model_trains_on_ctc_durations(tts_corpus: Path, trained_tiny_model: Path, tmp_path: Path) -> None:
+    out = _train_tiny(tts_corpus, tmp_path / "ctc", 3, "acoustic.durations=ctc", f"acoustic.aligner={trained_tiny_model}")
+    report = json.loads((out / "data_report.json").read_text())
+    assert report["splits"]["train"]["kept"] >= 10  # the aligner spells the corpus' words: nearly all aligned
+    log = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "loss" in r][-1] == 3 and all(np.isfinite(r["loss"]) for r in log if "loss" in r)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -42,6 +42,7 @@ _INIT_DONT_EXIT = 0x8000  # otherwise a missing data dir calls exit() in the lib
 _CHARS_UTF8 = 1
 _PHONEMES_IPA = 0x02
 _EVENT_LIST_TERMINATED = 0
+_EVENT_WORD = 1
 _EVENT_PHONEME = 7
 _RATE, _VOLUME, _PITCH, _RANGE = 1, 2, 3, 4
 # Volume 100 makes ~20 of the variants clip (saturate at int16) on ordinary sentences; at 40
@@ -150,6 +151,8 @@ class Synthesis:
     audio: np.ndarray  # float32, mono, [-1, 1]
     sample_rate: int
     phonemes: list[tuple[str, int, int]] = field(default_factory=list)  # (mnemonic, start, end)
+    # where each word starts: (1-based character position in the text, its length in characters, sample)
+    words: list[tuple[int, int, int]] = field(default_factory=list)
 
     @property
     def duration(self) -> float:
@@ -196,6 +199,7 @@ class _Engine:
             )
         self._chunks: list[np.ndarray] = []
         self._marks: list[tuple[str, int]] = []
+        self._words: list[tuple[int, int, int]] = []
         self._error: BaseException | None = None
         self._voice_changes = 0  # each queues an event that is only delivered by the next synth
         self._callback = _SynthCallback(self._on_audio)  # keep a reference: C holds a raw pointer
@@ -214,6 +218,8 @@ class _Engine:
                 if ev.type == _EVENT_PHONEME:
                     raw = bytes(ev.id.string).split(b"\0", 1)[0]
                     self._marks.append((raw.decode("utf-8", "replace"), ev.sample))
+                elif ev.type == _EVENT_WORD:
+                    self._words.append((int(ev.text_position), int(ev.length), int(ev.sample)))
                 i += 1
             return 0
         except BaseException as exc:  # noqa: BLE001 - re-raised after espeak_Synth returns
@@ -242,7 +248,7 @@ class _Engine:
         if self._voice_changes > _MAX_QUEUED_VOICE_CHANGES:
             self.lib.espeak_Synth(b"\0", 1, 0, 1, 0, _CHARS_UTF8, None, None)  # deliver (and drop) them
         self._voice_changes = 0
-        self._chunks, self._marks, self._error = [], [], None
+        self._chunks, self._marks, self._words, self._error = [], [], [], None
         data = text.encode("utf-8") + b"\0"
         rc = self.lib.espeak_Synth(data, len(data), 0, 1, 0, _CHARS_UTF8, None, None)
         if self._error is not None:
@@ -259,8 +265,9 @@ class _Engine:
             start, end = min(max(start, 0), n), min(max(end, 0), n)
             if name:
                 phonemes.append((name, start, max(start, end)))
-        self._chunks, self._marks = [], []
-        return Synthesis(audio=audio, sample_rate=SAMPLE_RATE, phonemes=phonemes)
+        words = [(pos, length, min(max(sample, 0), n)) for pos, length, sample in self._words]
+        self._chunks, self._marks, self._words = [], [], []
+        return Synthesis(audio=audio, sample_rate=SAMPLE_RATE, phonemes=phonemes, words=words)
 
     def text_to_phonemes(self, text: str, ipa: bool) -> str:
         """Run ``espeak_TextToPhonemes`` clause by clause (it advances the text pointer)."""

@@ -2,8 +2,9 @@
 
 Data: a synthetic espeak-ng corpus split (train/ or test/ of scripts/synth_corpus.py output): the
 phonemes and their durations come from re-synthesising each utterance (pipeline.tts.phonemes);
-utterances whose re-synthesis is not sample-exact are skipped and reported. `acoustic.durations: ctc`
-(forced alignment of natural speech such as LJSpeech) is refused: not implemented yet.
+utterances whose re-synthesis is not sample-exact are skipped and reported. With `acoustic.durations:
+ctc`, any data spec of recordings with transcripts: durations by CTC forced alignment with the ASR model
+`acoustic.aligner` (pipeline.tts.alignment); utterances it cannot align are skipped and reported.
 
 Targets: the vocoder preset's log-mel (normalised per bin), per-phoneme durations in frames (they sum
 to the frame count exactly), per-phoneme pitch and energy (pipeline.tts.acoustic). Features are
@@ -44,6 +45,7 @@ from pipeline.errors import DataError, ModelError, RecipeError
 from pipeline.io import write_json, write_text
 from pipeline.tasks.base import ModelHolder, metric_text, render_model_card
 from pipeline.tts.acoustic import UNKNOWN_SPEAKER, AcousticModel, TargetStats, model_config, utterance_targets
+from pipeline.tts.alignment import CTCAligner, ctc_alignments
 from pipeline.tts.mel import MelFrontEnd, get_mel_config, same_features
 from pipeline.tts.phonemes import PhonemeVocab, frame_durations, synthetic_alignments
 
@@ -88,10 +90,9 @@ class AcousticTask(ModelHolder):
     # ---------------------------------------------------------------------------------------
     def setup(self, accelerator: Accelerator) -> None:
         r, d, m, a = self.recipe, self.recipe.data, self.recipe.model, self.a
-        if a.durations == "ctc":
-            raise RecipeError("acoustic.durations=ctc: phoneme durations by CTC forced alignment (natural speech such as "
-                              "LJSpeech) are not implemented yet; the acoustic task trains on synthetic espeak-ng "
-                              "corpora only (acoustic.durations=espeak, data from scripts/synth_corpus.py)")
+        if a.durations == "ctc" and not a.aligner:
+            raise RecipeError("acoustic.aligner: acoustic.durations=ctc needs a character CTC model to align the "
+                              "recordings with (a model directory this toolkit trained, or a Hub id)")
         if d.train is None:
             raise RecipeError("data.train: the training corpus is missing")
         self.sample_rate = self.mel_config.sample_rate
@@ -99,15 +100,20 @@ class AcousticTask(ModelHolder):
         cache_dir = d.cache_dir or _cache_dir()
         common = dict(normalize=lambda t: t, min_duration=d.min_duration, max_duration=d.max_duration, need_text=True,
                       on_bad_rows=d.on_bad_rows, cache_dir=cache_dir, num_proc=d.num_proc)
+        aligner = CTCAligner(a.aligner, voice=a.voice) if a.durations == "ctc" and a.aligner else None
+
+        def spans_of(table: Any, spec: Any) -> dict[str, Any]:
+            if aligner is None:
+                return synthetic_alignments(_split_folder(spec), cache_dir)
+            return ctc_alignments(table, aligner, self.sample_rate, progress=accelerator.is_local_main_process)
+
         with accelerator.main_process_first():
             train = prepare_split(load_spec(d.train), "train", describe_spec(d.train), self.report, **common)
-            spans = synthetic_alignments(_split_folder(d.train), cache_dir)
-            self.train_rows = self._aligned(train, spans, "train", describe_spec(d.train))
+            self.train_rows = self._aligned(train, spans_of(train, d.train), "train", describe_spec(d.train))
             self.eval_rows: list[dict[str, Any]] = []
             if d.eval is not None:
                 ev = prepare_split(load_spec(d.eval), "eval", describe_spec(d.eval), self.report, **common)
-                self.eval_rows = self._aligned(ev, synthetic_alignments(_split_folder(d.eval), cache_dir), "eval",
-                                               describe_spec(d.eval))
+                self.eval_rows = self._aligned(ev, spans_of(ev, d.eval), "eval", describe_spec(d.eval))
         logger.info("data: %s", self.report.summary())
         self.out = Path(r.output_dir)
         if accelerator.is_main_process:
@@ -142,15 +148,16 @@ class AcousticTask(ModelHolder):
                     self._model.config.encoder_layers, self._model.config.decoder_layers, self._model.config.hidden_size,
                     n, len(self.vocab), self.mel_config.describe())
 
-    def _aligned(self, ds: Any, spans: dict[str, list[tuple[str, int, int]] | None], split: str, source: str,
+    def _aligned(self, ds: Any, spans: dict[str, list[tuple[str, int, int]] | str | None], split: str, source: str,
                  ) -> list[dict[str, Any]]:
-        """Rows that have phoneme spans; the others are added to the skip report."""
+        """Rows that have phoneme spans; the others are added to the skip report (a str value is why)."""
         rows, skipped = [], 0
         for row in ds:
             audio = row["audio"] if isinstance(row["audio"], str) else str((row["audio"] or {}).get("path"))
             found = spans.get(Path(audio).name)
-            if not found:
-                self.report.skip(split, source, row["row"], audio, "no phoneme durations (re-synthesis not sample-exact)")
+            if not found or isinstance(found, str):
+                why = found if isinstance(found, str) else "re-synthesis not sample-exact"
+                self.report.skip(split, source, row["row"], audio, f"no phoneme durations ({why})")
                 skipped += 1
                 continue
             rows.append({"audio": row["audio"], "duration": float(row["duration"]), "text": row["text"],
@@ -378,7 +385,9 @@ def model_card(recipe: Recipe, model: torch.nn.Module, task: AcousticTask, metri
         f"{n:.2f} M parameters) trained with speech-pipeline. {recipe.description}".strip(), "",
         f"- mel preset: {task.mel_config.describe()} (`mel_config.json`): pair it with a vocoder of the same preset",
         f"- phonemes: {len(task.vocab)} espeak-ng phoneme tokens (`phonemes.json`), text phonemised with voice "
-        f"`{task.vocab.voice}`; durations from espeak-ng phoneme events of the synthetic corpus",
+        f"`{task.vocab.voice}`; durations "
+        + (f"by CTC forced alignment with `{recipe.acoustic.aligner}`" if recipe.acoustic.durations == "ctc"
+           else "from espeak-ng phoneme events of the synthetic corpus"),
         f"- data: `{describe_spec(recipe.data.train) if recipe.data.train else '-'}`; {task.report.summary()}",
         (f"- speakers: {len(task.speakers) - 1} training speakers and `<unknown>` (`speakers.json`); default voice "
          f"`{task.default_speaker}` (`--speaker NAME` picks another)" if task.speakers else "- speakers: one voice"), "",

@@ -181,7 +181,7 @@ def synthetic_alignments(split_dir: str | Path, cache_dir: str | Path) -> dict[s
     if split not in corpus.SPLITS or not info_path.is_file():
         raise DataError(f"{split_dir}: phoneme durations come from re-synthesising a synthetic corpus (a train/ or test/ "
                         f"folder next to corpus.json, made by scripts/synth_corpus.py); other data needs "
-                        f"acoustic.durations=ctc, which is not implemented yet")
+                        f"acoustic.durations=ctc with an acoustic.aligner (CTC forced alignment)")
     info = json.loads(info_path.read_text(encoding="utf-8"))
     params = info.get("params") or {}
     if params.get("format") != corpus.FORMAT_VERSION:

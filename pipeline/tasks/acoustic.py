@@ -100,7 +100,9 @@ class AcousticTask(ModelHolder):
         cache_dir = d.cache_dir or _cache_dir()
         common = dict(normalize=lambda t: t, min_duration=d.min_duration, max_duration=d.max_duration, need_text=True,
                       on_bad_rows=d.on_bad_rows, cache_dir=cache_dir, num_proc=d.num_proc)
-        aligner = CTCAligner(a.aligner, voice=a.voice) if a.durations == "ctc" and a.aligner else None
+        aligner = None
+        if a.durations == "ctc" and a.aligner:  # on this process's device (a GPU's for LJSpeech-sized data)
+            aligner = CTCAligner(a.aligner, voice=a.voice, device=accelerator.device if accelerator is not None else "cpu")
 
         def spans_of(table: Any, spec: Any) -> dict[str, Any]:
             if aligner is None:

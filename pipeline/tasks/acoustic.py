@@ -150,13 +150,15 @@ class AcousticTask(ModelHolder):
                     self._model.config.encoder_layers, self._model.config.decoder_layers, self._model.config.hidden_size,
                     n, len(self.vocab), self.mel_config.describe())
 
-    def _aligned(self, ds: Any, spans: dict[str, list[tuple[str, int, int]] | str | None], split: str, source: str,
+    def _aligned(self, ds: Any, spans: dict[Any, list[tuple[str, int, int]] | str | None], split: str, source: str,
                  ) -> list[dict[str, Any]]:
-        """Rows that have phoneme spans; the others are added to the skip report (a str value is why)."""
+        """Rows that have phoneme spans (keyed by file name, or by row number for CTC alignments); the others
+        are added to the skip report (a str value is why)."""
+        by_row = self.a.durations == "ctc"
         rows, skipped = [], 0
         for row in ds:
             audio = row["audio"] if isinstance(row["audio"], str) else str((row["audio"] or {}).get("path"))
-            found = spans.get(Path(audio).name)
+            found = spans.get(row["row"] if by_row else Path(audio).name)
             if not found or isinstance(found, str):
                 why = found if isinstance(found, str) else "re-synthesis not sample-exact"
                 self.report.skip(split, source, row["row"], audio, f"no phoneme durations ({why})")

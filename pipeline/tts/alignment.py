@@ -23,7 +23,6 @@ transcript longer than the audio allows, espeak reading another number of words 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -150,21 +149,20 @@ class CTCAligner:
         return [(SIL, 0, bounds[0]), *distribute(groups, [*bounds, hi]), (SIL, hi, n)]
 
 
-def ctc_alignments(rows: Any, aligner: CTCAligner, sample_rate: int, progress: bool = True) -> dict[str, list[Span] | str]:
-    """Spans (or a skip reason) of every row of a prepared split (`audio`, `text`), by file name."""
+def ctc_alignments(rows: Any, aligner: CTCAligner, sample_rate: int, progress: bool = True) -> dict[int, list[Span] | str]:
+    """Spans (or a skip reason) of every row of a prepared split (`audio`, `text`), by its `row` number (file
+    names need not be unique, nor exist, in a Hub dataset)."""
     from tqdm.auto import tqdm
 
     from pipeline.audio import read_audio
     from pipeline.errors import DataError
 
-    out: dict[str, list[Span] | str] = {}
+    out: dict[int, list[Span] | str] = {}
     for row in tqdm(rows, desc="aligning (CTC)", unit="utt", disable=not progress):
-        ref = row["audio"]
-        name = Path(ref if isinstance(ref, str) else str((ref or {}).get("path"))).name
         try:
-            audio = read_audio(ref, sample_rate)[0]
+            audio = read_audio(row["audio"], sample_rate)[0]
         except DataError as exc:
-            out[name] = f"unreadable: {exc}"
+            out[int(row["row"])] = f"unreadable: {exc}"
             continue
-        out[name] = aligner.align(audio, sample_rate, row["text"])
+        out[int(row["row"])] = aligner.align(audio, sample_rate, row["text"])
     return out

@@ -303,6 +303,11 @@ def test_acoustic_model_trains_on_ctc_durations(tts_corpus: Path, trained_tiny_m
     out = _train_tiny(tts_corpus, tmp_path / "ctc", 3, "acoustic.durations=ctc", f"acoustic.aligner={trained_tiny_model}")
     report = json.loads((out / "data_report.json").read_text())
     assert report["splits"]["train"]["kept"] >= 10  # the aligner spells the corpus' words: nearly all aligned
+    from pipeline.evaluation.evaluate import default_cache_dir
+
+    cached = sorted((Path(default_cache_dir()) / "tts_alignments").glob("ctc-*.json"), key=lambda p: p.stat().st_mtime)
+    sizes = {len(json.loads(p.read_text())) for p in cached[-2:]}  # the train and eval splits, stored for later runs
+    assert sizes == {12, 3}
     log = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if "loss" in r][-1] == 3 and all(np.isfinite(r["loss"]) for r in log if "loss" in r)
 

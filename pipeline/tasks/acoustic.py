@@ -45,7 +45,7 @@ from pipeline.errors import DataError, ModelError, RecipeError
 from pipeline.io import write_json, write_text
 from pipeline.tasks.base import ModelHolder, metric_text, render_model_card
 from pipeline.tts.acoustic import UNKNOWN_SPEAKER, AcousticModel, TargetStats, model_config, utterance_targets
-from pipeline.tts.alignment import CTCAligner, ctc_alignments
+from pipeline.tts.alignment import CTCAligner, cached_ctc_alignments
 from pipeline.tts.mel import MelFrontEnd, get_mel_config, same_features
 from pipeline.tts.phonemes import PhonemeVocab, frame_durations, synthetic_alignments
 
@@ -100,14 +100,18 @@ class AcousticTask(ModelHolder):
         cache_dir = d.cache_dir or _cache_dir()
         common = dict(normalize=lambda t: t, min_duration=d.min_duration, max_duration=d.max_duration, need_text=True,
                       on_bad_rows=d.on_bad_rows, cache_dir=cache_dir, num_proc=d.num_proc)
-        aligner = None
-        if a.durations == "ctc" and a.aligner:  # on this process's device (a GPU's for LJSpeech-sized data)
-            aligner = CTCAligner(a.aligner, voice=a.voice, device=accelerator.device if accelerator is not None else "cpu")
+        aligners: list[CTCAligner] = []
 
-        def spans_of(table: Any, spec: Any) -> dict[str, Any]:
-            if aligner is None:
+        def make_aligner() -> CTCAligner:  # on this process's device (a GPU's for LJSpeech-sized data); once
+            if not aligners:
+                aligners.append(CTCAligner(str(a.aligner), voice=a.voice, device=accelerator.device))
+            return aligners[0]
+
+        def spans_of(table: Any, spec: Any) -> dict[Any, Any]:
+            if a.durations != "ctc":
                 return synthetic_alignments(_split_folder(spec), cache_dir)
-            return ctc_alignments(table, aligner, self.sample_rate, progress=accelerator.is_local_main_process)
+            return cached_ctc_alignments(table, make_aligner, str(a.aligner), a.voice, self.sample_rate, describe_spec(spec),
+                                         cache_dir, progress=accelerator.is_local_main_process)
 
         with accelerator.main_process_first():
             train = prepare_split(load_spec(d.train), "train", describe_spec(d.train), self.report, **common)

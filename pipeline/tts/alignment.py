@@ -15,14 +15,15 @@ Recorded data has no phoneme events, so `acoustic.durations: ctc` times them in 
    share the same way. The last word ends where the recording's energy last rises above -40 dB of its
    peak; ``<sil>`` covers the time before the first word and after the last one.
 
-Alignments are computed when training starts (one ASR forward pass per utterance: 76 FSDD clips a
-second on 2 CPU threads) and not cached. Utterances that cannot be aligned are skipped with a reason (characters the aligner cannot spell, a
+Alignments are computed when training first sees a split (one ASR forward pass per utterance: 76 FSDD
+clips a second on 2 CPU threads) and cached, so later and resumed runs read the same durations. Utterances that cannot be aligned are skipped with a reason (characters the aligner cannot spell, a
 transcript longer than the audio allows, espeak reading another number of words than the transcript has).
 """
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,6 +34,7 @@ from pipeline.tts.phonemes import SIL, Span
 
 logger = logging.getLogger(__name__)
 
+CTC_ALIGN_VERSION = 1  # bump when the same aligner and data would give other spans
 END_DB = -40.0  # the last word ends where the signal last exceeds this level below its peak
 
 
@@ -165,4 +167,44 @@ def ctc_alignments(rows: Any, aligner: CTCAligner, sample_rate: int, progress: b
             out[int(row["row"])] = f"unreadable: {exc}"
             continue
         out[int(row["row"])] = aligner.align(audio, sample_rate, row["text"])
+    return out
+
+
+def aligner_fingerprint(model_dir: str) -> str:
+    """What identifies an aligner's output: a local directory's config and weight files (name, size, mtime),
+    or a Hub id as it is."""
+    import hashlib
+
+    path = Path(model_dir)
+    if not path.is_dir():
+        return model_dir
+    h = hashlib.sha1(str(path.resolve()).encode())
+    for f in sorted(path.iterdir()):
+        if f.is_file() and (f.suffix in (".json", ".safetensors", ".bin") or f.name == "vocab.json"):
+            st = f.stat()
+            h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()
+
+
+def cached_ctc_alignments(rows: Any, make_aligner: Any, model_dir: str, voice: str, sample_rate: int, source: str,
+                          cache_dir: str | Path, progress: bool = True) -> dict[int, list[Span] | str]:
+    """`ctc_alignments`, stored once per (aligner, data, voice, rate) under `cache_dir`: later runs, and a
+    resumed one, read the very same durations. `make_aligner()` builds the CTCAligner on a miss only."""
+    import hashlib
+    import json
+    import os
+
+    from pipeline.synth import espeak
+
+    blob = json.dumps([CTC_ALIGN_VERSION, aligner_fingerprint(model_dir), source, len(rows), voice, sample_rate,
+                       espeak.version()])
+    cache = Path(cache_dir) / "tts_alignments" / f"ctc-{hashlib.sha1(blob.encode()).hexdigest()[:20]}.json"
+    if cache.is_file():
+        raw = json.loads(cache.read_text(encoding="utf-8"))
+        return {int(k): v if isinstance(v, str) else [tuple(x) for x in v] for k, v in raw.items()}
+    out = ctc_alignments(rows, make_aligner(), sample_rate, progress=progress)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_name(f"{cache.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps({str(k): v for k, v in out.items()}), encoding="utf-8")
+    os.replace(tmp, cache)
     return out

@@ -16,13 +16,13 @@ Recorded data has no phoneme events, so `acoustic.durations: ctc` times them in 
    peak; ``<sil>`` covers the time before the first word and after the last one.
 
 Alignments are computed when training first sees a split (one ASR forward pass per utterance: 76 FSDD
-clips a second on 2 CPU threads) and cached, so later and resumed runs read the same durations. Utterances that cannot be aligned are skipped with a reason (characters the aligner cannot spell, a
+clips a second on 2 CPU threads) and cached, so later and resumed runs read the same durations.
+Utterances that cannot be aligned are skipped with a reason (characters the aligner cannot spell, a
 transcript longer than the audio allows, espeak reading another number of words than the transcript has).
 """
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +31,6 @@ import torch
 
 from pipeline.errors import ModelError
 from pipeline.tts.phonemes import SIL, Span
-
-logger = logging.getLogger(__name__)
 
 CTC_ALIGN_VERSION = 1  # bump when the same aligner and data would give other spans
 END_DB = -40.0  # the last word ends where the signal last exceeds this level below its peak

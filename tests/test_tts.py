@@ -299,6 +299,19 @@ def test_ctc_aligner_on_recordings(tts_corpus: Path, trained_tiny_model: Path) -
     assert aligner.align(audio[:800], 16000, rows[0][1]) == "too short for its transcript"
 
 
+def test_alignment_errors_against_espeak_truth(tts_corpus: Path, trained_tiny_model: Path, tmp_path: Path,
+                                               run_script) -> None:
+    out = tmp_path / "align.json"
+    proc = run_script("evaluate_alignment.py", "--aligner", str(trained_tiny_model), "--data", str(tts_corpus / "train"),
+                      "--output", str(out), timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert r["utterances"] == 12
+    assert r["compared"] + r["other phonemes"] + r["no true durations"] + sum(r["skipped"].values()) == 12
+    assert r["compared"] >= 8 and r["boundaries"] > 10 * r["compared"]  # en-us voices: the same phonemes
+    assert 0 <= r["median_ms"] <= r["p90_ms"] and 0 <= r["within_20ms"] <= r["within_40ms"] <= 1
+
+
 def test_acoustic_model_trains_on_ctc_durations(tts_corpus: Path, trained_tiny_model: Path, tmp_path: Path) -> None:
     out = _train_tiny(tts_corpus, tmp_path / "ctc", 3, "acoustic.durations=ctc", f"acoustic.aligner={trained_tiny_model}")
     report = json.loads((out / "data_report.json").read_text())

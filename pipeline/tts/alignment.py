@@ -23,6 +23,7 @@ transcript longer than the audio allows, espeak reading another number of words 
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -145,7 +146,7 @@ class CTCAligner:
         # the first word starts where the signal's energy does.
         lag = max(0.0, last * per_frame - hi)
         bounds = [lo] + [min(max(round(s * per_frame - lag), lo), hi) for s in starts[1:]]
-        bounds = [max(b, bounds[i - 1]) if i else b for i, b in enumerate(bounds)]
+        bounds = list(itertools.accumulate(bounds, max))  # never before the previous word's start
         return [(SIL, 0, bounds[0]), *distribute(groups, [*bounds, hi]), (SIL, hi, n)]
 
 

@@ -62,6 +62,15 @@ def read_audio(ref: AudioRef, sample_rate: int | None = None) -> tuple[np.ndarra
     return np.ascontiguousarray(audio, dtype=np.float32), int(sr)
 
 
+def loud_span(audio: np.ndarray, db: float) -> tuple[int, int] | None:
+    """[first, last + 1) samples louder than `db` below the peak; None for silence (or no samples)."""
+    peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+    if peak <= 0.0:
+        return None
+    loud = np.flatnonzero(np.abs(audio) > peak * 10 ** (db / 20))
+    return int(loud[0]), int(loud[-1]) + 1
+
+
 def resample(audio: np.ndarray, orig_sr: int, new_sr: int) -> np.ndarray:
     if orig_sr == new_sr:
         return audio

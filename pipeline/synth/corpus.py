@@ -148,12 +148,13 @@ def postprocess_with_shift(audio: np.ndarray, orig_sr: int, sample_rate: int) ->
     Sample ``s`` of espeak's output sits at ``(s + shift) * sample_rate / orig_sr`` in the result;
     pipeline.tts.phonemes maps espeak's phoneme events onto a corpus file with it.
     """
-    peak = float(np.max(np.abs(audio))) if audio.size else 0.0
-    if peak <= 0.0:
+    from pipeline.audio import loud_span  # torch comes with it: imported when first needed, as in `resample`
+
+    span = loud_span(audio, TRIM_DB)
+    if span is None:
         raise RuntimeError("espeak produced silent audio")
-    loud = np.flatnonzero(np.abs(audio) > peak * 10 ** (TRIM_DB / 20))
     pad = int(PAD_SECONDS * orig_sr)
-    first, last = int(loud[0]), int(loud[-1]) + 1
+    first, last = span
     start, end = max(0, first - pad), min(len(audio), last + pad)
     # espeak starts speaking within ~10 ms, so top up with digital silence to PAD_SECONDS
     audio = np.pad(audio[start:end], (pad - (first - start), pad - (end - last)))

@@ -26,6 +26,7 @@ dropout off, plus `length_error` (|predicted frames - true frames| / true frames
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import zlib
 from collections import Counter
@@ -100,12 +101,9 @@ class AcousticTask(ModelHolder):
         cache_dir = d.cache_dir or _cache_dir()
         common = dict(normalize=lambda t: t, min_duration=d.min_duration, max_duration=d.max_duration, need_text=True,
                       on_bad_rows=d.on_bad_rows, cache_dir=cache_dir, num_proc=d.num_proc)
-        aligners: list[CTCAligner] = []
-
+        @functools.cache
         def make_aligner() -> CTCAligner:  # on this process's device (a GPU's for LJSpeech-sized data); once
-            if not aligners:
-                aligners.append(CTCAligner(str(a.aligner), voice=a.voice, device=accelerator.device))
-            return aligners[0]
+            return CTCAligner(str(a.aligner), voice=a.voice, device=accelerator.device)
 
         def spans_of(table: Any, spec: Any) -> dict[Any, Any]:
             if a.durations != "ctc":

@@ -71,11 +71,9 @@ def word_starts(log_probs: torch.Tensor, targets: list[int], blank: int, delimit
 
 def speech_bounds(audio: np.ndarray) -> tuple[int, int]:
     """[first, last + 1) samples within END_DB of the peak (the whole signal for silence)."""
-    peak = float(np.max(np.abs(audio))) if audio.size else 0.0
-    if peak <= 0.0:
-        return 0, len(audio)
-    loud = np.flatnonzero(np.abs(audio) > peak * 10 ** (END_DB / 20))
-    return int(loud[0]), int(loud[-1]) + 1
+    from pipeline.audio import loud_span
+
+    return loud_span(audio, END_DB) or (0, len(audio))
 
 
 def distribute(groups: list[list[Span]], bounds: list[int]) -> list[Span]:

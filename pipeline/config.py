@@ -107,6 +107,7 @@ class TrainConfig:
     log_every: int = 10
     num_workers: int = 0
     feature_cache_gb: float = 2.0  # keep computed model inputs in memory up to this size (0: off)
+    fast_forward: bool = True  # CPU: faster equivalent forwards where known (pipeline.models.fast_forward)
     threads: int | None = None  # torch intra-op threads (CPU); default: all cores of this process
     push_to_hub: bool = False
     hub_model_id: str | None = None

@@ -25,6 +25,8 @@ import numpy as np
 import torch
 
 from pipeline.data.batching import eval_batches
+from pipeline.models.fast_features import single_utterance_log_mel
+from pipeline.models.fast_forward import speed_up
 
 # Inference batch budget (padded audio seconds) when none is given. Measured with benchmarks/transcribe.py
 # on 2 CPU cores: ~30-s batches keep the activations cache-sized and transcribe the synthetic test set
@@ -91,10 +93,14 @@ def featurize(feature_extractor: Any, audios: Sequence[np.ndarray]) -> dict[str,
     """
     sr = feature_extractor.sampling_rate
     key = feature_extractor.model_input_names[0]
-    singles = [feature_extractor(a, sampling_rate=sr, return_attention_mask=True, return_tensors="np") for a in audios]
-    arrays = [s[key][0] for s in singles]
-    valid = [int(s["attention_mask"][0].sum()) if "attention_mask" in s else a.shape[0]
-             for s, a in zip(singles, arrays, strict=True)]
+    fast = single_utterance_log_mel(feature_extractor)
+    if fast is not None:  # the same numbers, without a batch-of-one's overhead
+        arrays, valid = (list(x) for x in zip(*(fast(a) for a in audios), strict=True))
+    else:
+        singles = [feature_extractor(a, sampling_rate=sr, return_attention_mask=True, return_tensors="np") for a in audios]
+        arrays = [s[key][0] for s in singles]
+        valid = [int(s["attention_mask"][0].sum()) if "attention_mask" in s else a.shape[0]
+                 for s, a in zip(singles, arrays, strict=True)]
     batch = pad_features(arrays, float(getattr(feature_extractor, "padding_value", 0.0)), key, valid=valid)
     batch["frames_mask"] = pad_features(arrays, 0.0, key)["attention_mask"]
     return batch
@@ -119,13 +125,15 @@ class Transcriber:
     """Greedy CTC decoding of many utterances, sorted by length and batched by total seconds."""
 
     def __init__(self, model: Any, feature_extractor: Any, tokenizer: Any, device: torch.device | str | None = None,
-                 batch_seconds: float | None = None, max_batch_size: int = 64, workers: int | None = None) -> None:
+                 batch_seconds: float | None = None, max_batch_size: int = 64, workers: int | None = None,
+                 fast_forward: bool = True) -> None:
         """`workers`: batches transcribed at once, each on its share of the torch threads (default: see
-        `default_workers`; 1 turns it off). Transcripts do not depend on it."""
-        self.model = model
+        `default_workers`; 1 turns it off). Transcripts do not depend on it.
+        `fast_forward`: on a CPU, swap in `pipeline.models.fast_forward`'s equivalent forwards (in place, on `model`)."""
         self.feature_extractor = feature_extractor
         self.tokenizer = tokenizer
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.model = speed_up(model) if fast_forward and self.device.type == "cpu" else model
         self.batch_seconds = batch_seconds if batch_seconds is not None else default_batch_seconds(self.device)
         self.max_batch_size = max_batch_size if pads_exactly(model) else 1
         self.blank = int(getattr(model, "module", model).config.pad_token_id)

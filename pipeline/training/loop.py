@@ -26,6 +26,7 @@ from transformers import get_scheduler
 from pipeline.config import Recipe, dump_recipe
 from pipeline.data.batching import DurationBatchSampler
 from pipeline.io import write_json, write_text
+from pipeline.models.fast_forward import speed_up
 from pipeline.tasks.base import Task
 from pipeline.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from pipeline.training.plots import plot_history
@@ -111,7 +112,8 @@ class Trainer:
         acc.wait_for_everyone()
         set_seed(recipe.seed)
 
-        model = task.model
+        # Measured on CPUs only (oneDNN kernels): GPU runs keep transformers' forwards until measured there.
+        model = speed_up(task.model) if t.fast_forward and acc.device.type == "cpu" else task.model
         optimizer = self._optimizer(model)
         sampler = self._sampler()
         # Each epoch packs its own batches, so epochs may differ by a batch or two: count them all.

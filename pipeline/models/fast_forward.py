@@ -1,0 +1,191 @@
+"""Faster forward passes for transformers' Parakeet (FastConformer) encoder, same parameters, same math.
+
+Profiling a quickstart training step on 2 CPU cores (torch.profiler, `benchmarks/finetune.py`'s
+model) showed the time going to kernels that do little arithmetic, not to the matrix products:
+- the 2-D subsampling convolutions in NCHW layout: oneDNN's depthwise and 1x1 kernels are several
+  times slower on it than on channels-last (the subsampling's forward + backward: 37 -> 20 ms);
+- three full-size masking multiplications of the subsampling's largest activations, forward and
+  backward, whatever the padding;
+- the convolution module's 1x1 `Conv1d`s, slower than the same product as a `linear`, and its
+  depthwise `Conv1d`, slower than a channels-last 2-D convolution.
+
+`speed_up(model)` swaps in forwards that do the same arithmetic with the faster kernels. Parameters,
+buffers, the module tree and `state_dict` are untouched, so a model saves, loads and runs in
+`transformers.pipeline` exactly as before; outputs agree with the originals to float rounding (1e-5).
+Models of other families are returned as they are. The forwards write no module state, so several
+threads may run them at once (as `Transcriber` does). The training loop (`train.fast_forward`) and
+`Transcriber` apply it on CPUs, where it was measured; on a GPU they keep transformers' forwards.
+"""
+
+from __future__ import annotations
+
+import types
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+def speed_up(model: nn.Module) -> nn.Module:
+    """Patch, in place, the forwards of the modules this file knows; returns `model`."""
+    patched = getattr(model, "_pipeline_fast_forward", None)
+    if patched:
+        return model
+    count = 0
+    for module in model.modules():
+        name = type(module).__name__
+        forward = _FORWARDS.get(name)
+        if forward is None and name.endswith("FeatureEncoder") and _feature_encoder_supported(module):
+            forward = _feature_encoder_forward
+        if forward is not None:
+            module.forward = types.MethodType(forward, module)
+            count += 1
+    if count:
+        model._pipeline_fast_forward = True
+    return model
+
+
+def _conv2d_channels_last(layer: nn.Conv2d, hidden: torch.Tensor) -> torch.Tensor:
+    """`layer(hidden)` on oneDNN's channels-last kernels.
+
+    They are picked by the weight's strides too: the (small) weight is copied to channels-last for the
+    call, so the parameter stays as the checkpoint has it.
+    """
+    if layer.padding_mode != "zeros":
+        return layer(hidden)
+    weight = layer.weight.clone(memory_format=torch.channels_last)
+    return F.conv2d(hidden.contiguous(memory_format=torch.channels_last), weight, layer.bias, layer.stride,
+                    layer.padding, layer.dilation, layer.groups)
+
+
+class _MaskedReLU(torch.autograd.Function):
+    """In-place ReLU of a convolution's output, then every frame at or past its row's length set to 0
+    (frames: dim 2 of (batch, channels, frames, mels)).
+
+    One pass over the largest activation instead of a mask multiplication forward and backward plus a
+    ReLU: the padded frames of the output are 0, so ReLU's own backward (gradient where the output is
+    positive) already gives them no gradient. In place, as `nn.ReLU(inplace=True)` after a convolution:
+    a convolution's backward does not read its output.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        hidden.clamp_min_(0)
+        frames = hidden.shape[2]
+        for i in (lengths < frames).nonzero().flatten().tolist():
+            hidden[i, :, int(lengths[i]):].zero_()
+        ctx.mark_dirty(hidden)
+        ctx.save_for_backward(hidden)
+        return hidden
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (out,) = ctx.saved_tensors
+        return torch.ops.aten.threshold_backward(grad, out, 0), None
+
+
+def _subsampling_forward(self: Any, input_features: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """ParakeetEncoderSubsamplingConv2D.forward: channels-last convolutions, masking fused into the ReLUs.
+
+    The original zeroes the padded frames after every convolution. After a convolution followed by a
+    ReLU, `_MaskedReLU` does it. After one followed by a 1x1 convolution (the depthwise-then-pointwise
+    pairs) it is skipped: a 1x1 convolution maps each frame on its own, so those frames only reach
+    frames that are zeroed after it, and receive no gradient from them.
+    """
+    layers = list(self.layers)
+    hidden = input_features.unsqueeze(1)
+    lengths = attention_mask.sum(-1) if attention_mask is not None else None
+    masked_relu = False  # the next ReLU also masks the frames past `lengths`
+    for i, layer in enumerate(layers):
+        if isinstance(layer, nn.Conv2d):
+            hidden = _conv2d_channels_last(layer, hidden)
+            if lengths is None:
+                continue
+            lengths = self._get_output_length(lengths, layer)
+            following = layers[i + 1] if i + 1 < len(layers) else None
+            if isinstance(following, nn.ReLU):
+                masked_relu = True
+            elif not (isinstance(following, nn.Conv2d) and following.kernel_size == (1, 1) and following.stride == (1, 1)):
+                frames = torch.arange(hidden.shape[2], device=hidden.device) < lengths[:, None]
+                hidden = hidden * frames[:, None, :, None]
+        elif masked_relu and isinstance(layer, nn.ReLU):
+            hidden = _MaskedReLU.apply(hidden, lengths)
+            masked_relu = False
+        else:
+            hidden = layer(hidden)
+    batch, _, frames, _ = hidden.shape
+    return self.linear(hidden.transpose(1, 2).reshape(batch, frames, -1))
+
+
+def _conv_module_forward(self: Any, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """ParakeetEncoderConvolutionModule.forward: the 1x1 convolutions as `linear`s on (batch, time, channels),
+    the depthwise one as a channels-last 2-D convolution."""
+    conv1, depthwise, conv2 = self.pointwise_conv1, self.depthwise_conv, self.pointwise_conv2
+    hidden = F.glu(F.linear(hidden_states, conv1.weight.squeeze(-1), conv1.bias), dim=-1)
+    if attention_mask is not None:  # (batch, 1, time, time): a frame is audio if any query may attend to it
+        keep = attention_mask.any(dim=2) if attention_mask.dtype == torch.bool else (attention_mask == 0.0).any(dim=2)
+        if not bool(keep.all()):
+            hidden = hidden * keep.transpose(1, 2).to(hidden.dtype)
+    hidden = hidden.transpose(1, 2)
+    if depthwise.padding_mode == "zeros" and not isinstance(depthwise.padding, str):
+        weight = depthwise.weight.unsqueeze(2).clone(memory_format=torch.channels_last)
+        hidden = hidden.unsqueeze(2).contiguous(memory_format=torch.channels_last)
+        hidden = F.conv2d(hidden, weight, depthwise.bias, (1, depthwise.stride[0]), (0, depthwise.padding[0]),
+                          (1, depthwise.dilation[0]), depthwise.groups).squeeze(2)
+    else:
+        hidden = depthwise(hidden)
+    hidden = self.activation(self.norm(hidden))
+    return F.linear(hidden.transpose(1, 2), conv2.weight.squeeze(-1), conv2.bias)
+
+
+def _feature_encoder_forward(self: Any, input_values: torch.Tensor) -> torch.Tensor:
+    """Wav2Vec2FeatureEncoder.forward (and HuBERT's, WavLM's, ...) on channels-last activations.
+
+    Each `Conv1d` runs as a 2-D convolution over (batch, channels, 1, time) in channels-last memory,
+    which is (batch, time, channels): the per-frame LayerNorm of the "layer" layout then normalises
+    a contiguous last dimension without the two transposed copies the original makes per layer, and
+    oneDNN converts no layouts between layers. The result, (batch, channels, time) in (batch, time,
+    channels) memory, is what the model transposes next, so that copy goes too. The waveform itself
+    needs no gradient: the original asks for one only for gradient checkpointing, which keeps the
+    original forward.
+    """
+    checkpointing = self.gradient_checkpointing or any(getattr(c, "gradient_checkpointing", False) for c in self.conv_layers)
+    if checkpointing and self.training:
+        return type(self).forward(self, input_values)
+    hidden = input_values[:, None, None, :]  # (batch, 1, 1, samples): channels-last and contiguous alike
+    for layer in self.conv_layers:
+        conv = layer.conv
+        weight = conv.weight.unsqueeze(2).clone(memory_format=torch.channels_last)
+        hidden = F.conv2d(hidden.contiguous(memory_format=torch.channels_last), weight, conv.bias, (1, conv.stride[0]),
+                          (0, conv.padding[0]), (1, conv.dilation[0]), conv.groups)
+        norm = getattr(layer, "layer_norm", None)
+        if isinstance(norm, nn.LayerNorm):  # per frame, over channels: the contiguous dimension
+            hidden = F.layer_norm(hidden.permute(0, 2, 3, 1), norm.normalized_shape, norm.weight, norm.bias,
+                                  norm.eps).permute(0, 3, 1, 2)
+        elif norm is not None:
+            hidden = norm(hidden)
+        hidden = layer.activation(hidden)
+    return hidden.squeeze(2)
+
+
+def _feature_encoder_supported(module: nn.Module) -> bool:
+    """A convolutional waveform encoder of the wav2vec 2.0 kind whose layers this file knows."""
+    layers = getattr(module, "conv_layers", None)
+    if layers is None or not hasattr(module, "gradient_checkpointing"):
+        return False
+    for layer in layers:
+        conv, norm = getattr(layer, "conv", None), getattr(layer, "layer_norm", None)
+        if not isinstance(conv, nn.Conv1d) or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+            return False
+        if norm is not None and not isinstance(norm, nn.LayerNorm | nn.GroupNorm):
+            return False
+        if not hasattr(layer, "activation"):
+            return False
+    return True
+
+
+_FORWARDS = {
+    "ParakeetEncoderSubsamplingConv2D": _subsampling_forward,
+    "ParakeetEncoderConvolutionModule": _conv_module_forward,
+}

@@ -1,7 +1,7 @@
 """ParakeetFeatureExtractor's log-mel features of one utterance, without its batching machinery.
 
-Transcription computes features one utterance at a time (see `pipeline.evaluation.inference`), and for
-these small models the extractor's per-call overhead (conversion to a padded batch, `BatchFeature`,
+Transcription (`pipeline.evaluation.inference`) and the ASR task's first training epoch compute
+features one utterance at a time, and for these small models the extractor's per-call overhead (conversion to a padded batch, `BatchFeature`,
 masks for a batch of one) was about a quarter of its time, ~7% of a batched transcription on 2 CPU
 cores. `single_utterance_log_mel` runs the extractor's own tensor operations, in its order, on the
 single unpadded utterance, so the result is bit-identical; it checks that on a probe signal against the

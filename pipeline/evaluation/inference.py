@@ -91,19 +91,23 @@ def featurize(feature_extractor: Any, audios: Sequence[np.ndarray]) -> dict[str,
     `frames_mask` covers each utterance's whole feature sequence: the pipeline decodes every output
     frame of it, and so does `output_mask` wherever that frame's label cannot depend on the batch.
     """
-    sr = feature_extractor.sampling_rate
     key = feature_extractor.model_input_names[0]
-    fast = single_utterance_log_mel(feature_extractor)
-    if fast is not None:  # the same numbers, without a batch-of-one's overhead
-        arrays, valid = (list(x) for x in zip(*(fast(a) for a in audios), strict=True))
-    else:
-        singles = [feature_extractor(a, sampling_rate=sr, return_attention_mask=True, return_tensors="np") for a in audios]
-        arrays = [s[key][0] for s in singles]
-        valid = [int(s["attention_mask"][0].sum()) if "attention_mask" in s else a.shape[0]
-                 for s, a in zip(singles, arrays, strict=True)]
+    arrays, valid = (list(x) for x in zip(*(utterance_features(feature_extractor, a) for a in audios), strict=True))
     batch = pad_features(arrays, float(getattr(feature_extractor, "padding_value", 0.0)), key, valid=valid)
     batch["frames_mask"] = pad_features(arrays, 0.0, key)["attention_mask"]
     return batch
+
+
+def utterance_features(feature_extractor: Any, audio: np.ndarray) -> tuple[np.ndarray, int]:
+    """One utterance's model input, as the extractor computes it alone, and how many of its frames are audio
+    (log-mel extractors mark a trailing partial frame as padding in their attention mask)."""
+    fast = single_utterance_log_mel(feature_extractor)
+    if fast is not None:  # the same numbers, without a batch-of-one's overhead
+        return fast(audio)
+    out = feature_extractor(audio, sampling_rate=feature_extractor.sampling_rate, return_attention_mask=True,
+                            return_tensors="np")
+    features = out[feature_extractor.model_input_names[0]][0]
+    return features, int(out["attention_mask"][0].sum()) if "attention_mask" in out else features.shape[0]
 
 
 def pad_features(arrays: Sequence[np.ndarray], pad_value: float, key: str,

@@ -29,8 +29,7 @@ from torch.nn import functional as F
 
 def speed_up(model: nn.Module) -> nn.Module:
     """Patch, in place, the forwards of the modules this file knows; returns `model`."""
-    patched = getattr(model, "_pipeline_fast_forward", None)
-    if patched:
+    if getattr(model, "_pipeline_fast_forward", False):
         return model
     count = 0
     for module in model.modules():
@@ -46,17 +45,22 @@ def speed_up(model: nn.Module) -> nn.Module:
     return model
 
 
-def _conv2d_channels_last(layer: nn.Conv2d, hidden: torch.Tensor) -> torch.Tensor:
-    """`layer(hidden)` on oneDNN's channels-last kernels.
+def _conv_channels_last(conv: nn.Conv1d | nn.Conv2d, hidden: torch.Tensor) -> torch.Tensor:
+    """`conv` on oneDNN's channels-last kernels; a `Conv1d` as a 2-D convolution over (batch, channels, 1, time).
 
-    They are picked by the weight's strides too: the (small) weight is copied to channels-last for the
-    call, so the parameter stays as the checkpoint has it.
+    `hidden` is 4-D in both cases. oneDNN picks its channels-last kernels by the weight's strides too:
+    the (small) weight is copied to channels-last for the call, so the parameter stays as the checkpoint
+    has it. Other padding modes run the module itself.
     """
-    if layer.padding_mode != "zeros":
-        return layer(hidden)
-    weight = layer.weight.clone(memory_format=torch.channels_last)
-    return F.conv2d(hidden.contiguous(memory_format=torch.channels_last), weight, layer.bias, layer.stride,
-                    layer.padding, layer.dilation, layer.groups)
+    one_d = isinstance(conv, nn.Conv1d)
+    if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+        return conv(hidden.squeeze(2)).unsqueeze(2) if one_d else conv(hidden)
+    weight = (conv.weight.unsqueeze(2) if one_d else conv.weight).clone(memory_format=torch.channels_last)
+    stride, padding, dilation = conv.stride, conv.padding, conv.dilation
+    if one_d:
+        stride, padding, dilation = (1, stride[0]), (0, padding[0]), (1, dilation[0])
+    return F.conv2d(hidden.contiguous(memory_format=torch.channels_last), weight, conv.bias, stride, padding, dilation,
+                    conv.groups)
 
 
 class _MaskedReLU(torch.autograd.Function):
@@ -99,7 +103,7 @@ def _subsampling_forward(self: Any, input_features: torch.Tensor, attention_mask
     masked_relu = False  # the next ReLU also masks the frames past `lengths`
     for i, layer in enumerate(layers):
         if isinstance(layer, nn.Conv2d):
-            hidden = _conv2d_channels_last(layer, hidden)
+            hidden = _conv_channels_last(layer, hidden)
             if lengths is None:
                 continue
             lengths = self._get_output_length(lengths, layer)
@@ -127,14 +131,7 @@ def _conv_module_forward(self: Any, hidden_states: torch.Tensor, attention_mask:
         keep = attention_mask.any(dim=2) if attention_mask.dtype == torch.bool else (attention_mask == 0.0).any(dim=2)
         if not bool(keep.all()):
             hidden = hidden * keep.transpose(1, 2).to(hidden.dtype)
-    hidden = hidden.transpose(1, 2)
-    if depthwise.padding_mode == "zeros" and not isinstance(depthwise.padding, str):
-        weight = depthwise.weight.unsqueeze(2).clone(memory_format=torch.channels_last)
-        hidden = hidden.unsqueeze(2).contiguous(memory_format=torch.channels_last)
-        hidden = F.conv2d(hidden, weight, depthwise.bias, (1, depthwise.stride[0]), (0, depthwise.padding[0]),
-                          (1, depthwise.dilation[0]), depthwise.groups).squeeze(2)
-    else:
-        hidden = depthwise(hidden)
+    hidden = _conv_channels_last(depthwise, hidden.transpose(1, 2).unsqueeze(2)).squeeze(2)
     hidden = self.activation(self.norm(hidden))
     return F.linear(hidden.transpose(1, 2), conv2.weight.squeeze(-1), conv2.bias)
 
@@ -155,10 +152,7 @@ def _feature_encoder_forward(self: Any, input_values: torch.Tensor) -> torch.Ten
         return type(self).forward(self, input_values)
     hidden = input_values[:, None, None, :]  # (batch, 1, 1, samples): channels-last and contiguous alike
     for layer in self.conv_layers:
-        conv = layer.conv
-        weight = conv.weight.unsqueeze(2).clone(memory_format=torch.channels_last)
-        hidden = F.conv2d(hidden.contiguous(memory_format=torch.channels_last), weight, conv.bias, (1, conv.stride[0]),
-                          (0, conv.padding[0]), (1, conv.dilation[0]), conv.groups)
+        hidden = _conv_channels_last(layer.conv, hidden)
         norm = getattr(layer, "layer_norm", None)
         if isinstance(norm, nn.LayerNorm):  # per frame, over channels: the contiguous dimension
             hidden = F.layer_norm(hidden.permute(0, 2, 3, 1), norm.normalized_shape, norm.weight, norm.bias,
@@ -176,7 +170,7 @@ def _feature_encoder_supported(module: nn.Module) -> bool:
         return False
     for layer in layers:
         conv, norm = getattr(layer, "conv", None), getattr(layer, "layer_norm", None)
-        if not isinstance(conv, nn.Conv1d) or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+        if not isinstance(conv, nn.Conv1d):
             return False
         if norm is not None and not isinstance(norm, nn.LayerNorm | nn.GroupNorm):
             return False

@@ -18,7 +18,7 @@ from pipeline.data.sources import describe_spec, load_spec
 from pipeline.data.text import build_vocab, get_normalizer
 from pipeline.errors import DataError, ModelError, RecipeError
 from pipeline.evaluation.evaluate import PIPELINE_META, default_cache_dir, score, transcribe_table
-from pipeline.evaluation.inference import Transcriber, pad_features
+from pipeline.evaluation.inference import Transcriber, pad_features, utterance_features
 from pipeline.io import write_json, write_text
 from pipeline.models.asr import (
     build_model,
@@ -29,7 +29,6 @@ from pipeline.models.asr import (
     preflight,
     subword_tokenizer,
 )
-from pipeline.models.fast_features import single_utterance_log_mel
 from pipeline.tasks.base import ModelHolder, render_model_card
 
 logger = logging.getLogger(__name__)
@@ -150,17 +149,8 @@ class ASRTask(ModelHolder):
         if cached is not None:
             return cached
         audio = read_audio(row["audio"], self.sample_rate)[0]
-        key = self.feature_extractor.model_input_names[0]
-        fast = single_utterance_log_mel(self.feature_extractor)
-        if fast is not None:  # bit-identical to the extractor, without a batch-of-one's overhead
-            feats, valid = fast(audio)
-            feats = feats[:valid]
-        else:
-            out = self.feature_extractor(audio, sampling_rate=self.sample_rate, return_attention_mask=True,
-                                         return_tensors="np")
-            feats = out[key][0].astype(np.float32)
-            if "attention_mask" in out:  # log-mel extractors mark a trailing partial frame as padding, as inference does
-                feats = feats[: int(out["attention_mask"][0].sum())]
+        feats, valid = utterance_features(self.feature_extractor, audio)  # exactly what inference computes
+        feats = feats[:valid].astype(np.float32, copy=False)
         if index is not None and self._cache_bytes + feats.nbytes <= self._cache_limit:
             self._feature_cache[index] = feats
             self._cache_bytes += feats.nbytes

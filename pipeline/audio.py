@@ -71,6 +71,25 @@ def loud_span(audio: np.ndarray, db: float) -> tuple[int, int] | None:
     return int(loud[0]), int(loud[-1]) + 1
 
 
+def frame_rms(audio: np.ndarray, sample_rate: int, frame_seconds: float = 0.01) -> tuple[np.ndarray, int]:
+    """RMS of consecutive `frame_seconds` frames (the last one zero-padded), and the frame size in samples."""
+    size = max(1, int(round(frame_seconds * sample_rate)))
+    count = -(-audio.size // size)
+    padded = np.zeros(count * size, dtype=np.float64)
+    padded[: audio.size] = audio
+    return np.sqrt((padded.reshape(count, size) ** 2).mean(axis=1)), size
+
+
+def speech_span(audio: np.ndarray, sample_rate: int, db: float, frame_seconds: float = 0.01) -> tuple[int, int] | None:
+    """[first, last) samples of the 10-ms frames whose RMS is within `db` (negative) of the loudest frame's.
+
+    Frame energy, not single samples: one click does not stretch the span, and a fricative onset counts.
+    """
+    rms, size = frame_rms(audio, sample_rate, frame_seconds)
+    span = loud_span(rms, db)
+    return None if span is None else (span[0] * size, min(span[1] * size, audio.size))
+
+
 def resample(audio: np.ndarray, orig_sr: int, new_sr: int) -> np.ndarray:
     if orig_sr == new_sr:
         return audio

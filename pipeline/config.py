@@ -44,6 +44,10 @@ class AugmentConfig:
     speed: list[float] | None = None  # [low, high]: random speed (tempo and pitch) factor per utterance
     vtlp: float = 0.0  # vocal-tract-length perturbation: random warp of the frequency axis by up to +/- this
     tempo: list[float] | None = None  # [low, high]: random speaking-rate factor per utterance, pitch kept (log-mel)
+    # probability of cutting an utterance to its speech (the 10-ms frames within trim_db of its loudest): for
+    # recordings clipped tightly at the word, whose lack of leading and trailing silence a model never heard
+    trim: float = 0.0
+    trim_db: float = 20.0
 
 
 @dataclass
@@ -406,6 +410,8 @@ def validate(recipe: Recipe) -> None:
             raise RecipeError(f"data.augment.{key}: expected [low, high] with 0 < low <= high, got {span}")
     if not 0 <= recipe.data.augment.vtlp < 0.5:
         raise RecipeError("data.augment.vtlp: must be in [0, 0.5)")
+    if not 0 <= recipe.data.augment.trim <= 1 or recipe.data.augment.trim_db <= 0:
+        raise RecipeError("data.augment.trim must be a probability in [0, 1] and data.augment.trim_db positive (dB)")
     s = recipe.ssl
     if not 0 < s.mask_time_prob <= 1 or s.mask_time_length < 1 or s.mask_time_min_masks < 0:
         raise RecipeError("ssl.mask_time_prob must be in (0, 1], ssl.mask_time_length >= 1, ssl.mask_time_min_masks >= 0")

@@ -26,8 +26,29 @@ def _uniform(low: float, high: float) -> float:
     return low + (high - low) * float(torch.rand(()))
 
 
-def augment_input(x: np.ndarray, cfg: AugmentConfig, sample_rate: int) -> np.ndarray:
-    """A perturbed copy of one utterance's input: (samples,) waveform or (frames, bins) features."""
+def trim_to_span(x: np.ndarray, span: tuple[int, int], standardized: bool) -> np.ndarray:
+    """`x[start:end]` (frames or samples), standardised again if the extractor standardises its output.
+
+    Re-standardising the cut is what the extractor would compute on the cut audio: standardisation is
+    affine, so standardising already-standardised frames over a subset equals standardising the raw ones.
+    """
+    start, end = span
+    if end - start < 2 or (start == 0 and end >= len(x)):
+        return x
+    out = x[start:end]
+    if standardized:
+        out = (out - out.mean(axis=0)) / (out.std(axis=0, ddof=1) + 1e-5)
+    return np.ascontiguousarray(out, dtype=x.dtype)
+
+
+def augment_input(x: np.ndarray, cfg: AugmentConfig, sample_rate: int, speech: tuple[int, int] | None = None,
+                  standardized: bool = True) -> np.ndarray:
+    """A perturbed copy of one utterance's input: (samples,) waveform or (frames, bins) features.
+
+    `speech` is the utterance's loud span in the same units as `x`'s first axis, for `cfg.trim`.
+    """
+    if cfg.trim and speech is not None and float(torch.rand(())) < cfg.trim:
+        x = trim_to_span(x, speech, standardized)
     speed = _uniform(*cfg.speed) if cfg.speed else 1.0
     warp = _uniform(1.0 - cfg.vtlp, 1.0 + cfg.vtlp) if cfg.vtlp else 1.0
     tempo = _uniform(*cfg.tempo) if cfg.tempo else 1.0

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 
-from pipeline.audio import read_audio
+from pipeline.audio import read_audio, speech_span
 from pipeline.config import Recipe
 from pipeline.data.augment import augment_input
 from pipeline.data.prepare import SkipReport, prepare_split
@@ -126,7 +126,9 @@ class ASRTask(ModelHolder):
         self._text = self.train["text"]
         self._wav2vec2_masking = self.family.has_wav2vec2_masking
         self._augment = r.data.augment
-        self._augment_on = bool(self._augment.speed or self._augment.vtlp or self._augment.tempo)
+        self._augment_on = bool(self._augment.speed or self._augment.vtlp or self._augment.tempo or self._augment.trim)
+        self._standardized = bool(getattr(self.feature_extractor, "do_normalize", True))
+        self._speech: dict[int, tuple[int, int] | None] = {}
         for key, what in (("vtlp", "vocal-tract-length perturbation"), ("tempo", "tempo perturbation")):
             if getattr(self._augment, key) and self.feature_extractor.model_input_names[0] == "input_values":
                 raise RecipeError(f"data.augment.{key}: the {self.family.name} family reads raw waveforms; "
@@ -151,17 +153,30 @@ class ASRTask(ModelHolder):
         audio = read_audio(row["audio"], self.sample_rate)[0]
         feats, valid = utterance_features(self.feature_extractor, audio)  # exactly what inference computes
         feats = feats[:valid].astype(np.float32, copy=False)
+        if self._augment.trim and index is not None:
+            self._speech[index] = self._speech_frames(audio, feats)
         if index is not None and self._cache_bytes + feats.nbytes <= self._cache_limit:
             self._feature_cache[index] = feats
             self._cache_bytes += feats.nbytes
         return feats
+
+    def _speech_frames(self, audio: np.ndarray, feats: np.ndarray) -> tuple[int, int] | None:
+        """The loud span of `audio` in the units of the model input's first axis (samples or frames)."""
+        span = speech_span(audio, self.sample_rate, -self._augment.trim_db)
+        if span is None or feats.ndim == 1:
+            return span
+        hop = int(getattr(self.feature_extractor, "hop_length", 160))
+        return span[0] // hop, min(-(-span[1] // hop), len(feats))
 
     def collate(self, rows: list[dict[str, Any]]) -> dict[str, Any] | None:
         feats, texts, seconds = [], [], 0.0
         for row in rows:
             try:
                 x = self._features(row)
-                feats.append(augment_input(x, self._augment, self.sample_rate) if self._augment_on else x)
+                if self._augment_on:
+                    x = augment_input(x, self._augment, self.sample_rate, self._speech.get(row.get("index", -1)),
+                                      self._standardized)
+                feats.append(x)
                 texts.append(row["text"])
                 seconds += float(row.get("duration", 0.0))
             except DataError as exc:  # changed on disk since it was measured: skip, never crash mid-run

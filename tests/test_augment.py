@@ -104,8 +104,8 @@ def test_asr_training_batches_are_trimmed_to_the_speech(tmp_path: Path, tiny_cor
     """Wiring: the task measures each utterance's loud span once and collation cuts to it."""
     import soundfile as sf
     from accelerate import Accelerator
-
     from conftest import tiny_overrides
+
     from pipeline.tasks import build_task
 
     rows = (tiny_corpus / "train" / "metadata.csv").read_text(encoding="utf-8").splitlines()[1:4]

@@ -4,7 +4,7 @@ A model fine-tuned on a few speakers fails on a new one for two kinds of reasons
 recording. This module measures the recording side, per speaker, so the two can be told apart before
 any training: silence kept around the words, level, quantisation, DC offset. On FSDD it showed that
 the unseen speaker's clips are cut at the word (no leading silence) and hold ~50 distinct sample
-values (8-bit audio), where the training speakers have 20-130 ms of silence and thousands of levels.
+values (8-bit audio), where the training speakers keep 10-130 ms of silence and have thousands of levels.
 """
 
 from __future__ import annotations

@@ -80,12 +80,14 @@ def frame_rms(audio: np.ndarray, sample_rate: int, frame_seconds: float = 0.01) 
     return np.sqrt((padded.reshape(count, size) ** 2).mean(axis=1)), size
 
 
-def speech_span(audio: np.ndarray, sample_rate: int, db: float, frame_seconds: float = 0.01) -> tuple[int, int] | None:
+def speech_span(audio: np.ndarray, sample_rate: int, db: float,
+                frames: tuple[np.ndarray, int] | None = None) -> tuple[int, int] | None:
     """[first, last) samples of the 10-ms frames whose RMS is within `db` (negative) of the loudest frame's.
 
     Frame energy, not single samples: one click does not stretch the span, and a fricative onset counts.
+    `frames`: `frame_rms(audio, sample_rate)` when the caller already has it.
     """
-    rms, size = frame_rms(audio, sample_rate, frame_seconds)
+    rms, size = frames if frames is not None else frame_rms(audio, sample_rate)
     span = loud_span(rms, db)
     return None if span is None else (span[0] * size, min(span[1] * size, audio.size))
 

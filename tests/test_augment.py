@@ -120,7 +120,7 @@ def test_asr_training_batches_are_trimmed_to_the_speech(tmp_path: Path, tiny_cor
         lines.append(row)
     (padded / "metadata.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
-    def frames(trim: float) -> list[int]:
+    def frames(trim: float) -> tuple[list[int], int]:
         recipe = load_recipe(RECIPE, [*tiny_overrides("parakeet"), f"output_dir={tmp_path / 'out'}",
                                       f"data.train={padded}", "data.eval=null", "data.augment.speed=null",
                                       "data.augment.vtlp=0", f"data.augment.trim={trim}", "model.mask_time_prob=0",
@@ -128,10 +128,15 @@ def test_asr_training_batches_are_trimmed_to_the_speech(tmp_path: Path, tiny_cor
         task = build_task(recipe)
         task.setup(Accelerator(cpu=True))
         batch = task.collate([task.train_example(i) for i in range(len(rows))])
-        return batch["attention_mask"].sum(-1).tolist()
+        return batch["attention_mask"].sum(-1).tolist(), int(task.feature_extractor.hop_length)
 
-    full, cut = frames(0.0), frames(1.0)
-    assert all(c <= f - 95 for c, f in zip(cut, full, strict=True)), (full, cut)  # ~100 silent 10-ms frames gone
+    from pipeline.audio import read_audio, speech_span
+
+    (full, hop), (cut, _) = frames(0.0), frames(1.0)
+    spans = [speech_span(read_audio(padded / row.split(",")[0], 16000)[0], 16000, -20.0) for row in rows]
+    expected = [(end - start) / hop for start, end in spans]  # the speech alone, in the recipe's feature frames
+    assert all(f - c >= 0.95 * 16000 / hop for c, f in zip(cut, full, strict=True)), (full, cut)  # the added second
+    assert all(abs(c - e) <= 2 for c, e in zip(cut, expected, strict=True)), (cut, expected, hop)
 
 
 @pytest.mark.parametrize("override", ["data.augment.trim=1.5", "data.augment.trim_db=0"])

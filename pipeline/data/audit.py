@@ -24,8 +24,9 @@ SPEECH_DB = -20.0  # a 10-ms frame within 20 dB of the clip's loudest counts as 
 
 def clip_stats(audio: np.ndarray, sample_rate: int) -> dict[str, float] | None:
     """One clip's statistics; None for digital silence."""
-    span = speech_span(audio, sample_rate, SPEECH_DB)
-    rms, _ = frame_rms(audio, sample_rate)
+    frames = frame_rms(audio, sample_rate)
+    rms = frames[0]
+    span = speech_span(audio, sample_rate, SPEECH_DB, frames)
     peak = float(np.abs(audio).max())
     if span is None or peak <= 0.0:
         return None

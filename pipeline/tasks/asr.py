@@ -161,12 +161,16 @@ class ASRTask(ModelHolder):
         return feats
 
     def _speech_frames(self, audio: np.ndarray, feats: np.ndarray) -> tuple[int, int] | None:
-        """The loud span of `audio` in the units of the model input's first axis (samples or frames)."""
+        """The loud span of `audio` in the units of the model input's first axis (samples or feature frames).
+
+        Scaled by the input's own length, so it holds for every front-end (raw samples, a 10-ms or 8-ms hop,
+        stacked frames) without knowing its hop.
+        """
         span = speech_span(audio, self.sample_rate, -self._augment.trim_db)
-        if span is None or feats.ndim == 1:
-            return span
-        hop = int(getattr(self.feature_extractor, "hop_length", 160))
-        return span[0] // hop, min(-(-span[1] // hop), len(feats))
+        if span is None:
+            return None
+        per_sample = len(feats) / audio.size
+        return int(span[0] * per_sample), min(int(np.ceil(span[1] * per_sample)), len(feats))
 
     def collate(self, rows: list[dict[str, Any]]) -> dict[str, Any] | None:
         feats, texts, seconds = [], [], 0.0

@@ -113,6 +113,7 @@ class TrainConfig:
     feature_cache_gb: float = 2.0  # keep computed model inputs in memory up to this size (0: off)
     fast_forward: bool = True  # CPU: faster equivalent forwards where known (pipeline.models.fast_forward)
     threads: int | None = None  # torch intra-op threads (CPU); default: all cores of this process
+    keep_freed_memory: bool = True  # glibc: reuse freed memory, no page faults per step (pipeline.training.allocator)
     push_to_hub: bool = False
     hub_model_id: str | None = None
 

@@ -239,3 +239,30 @@ def test_single_utterance_log_mel_is_bit_identical_and_checked() -> None:
             return super()._torch_extract_fbank_features(waveform, device) * 1.001
 
     assert single_utterance_log_mel(ParakeetFeatureExtractor()) is None
+
+
+def test_parakeet_dropout_keeps_the_same_random_draws() -> None:
+    """Position dropout (each utterance's positions then differ) and attention dropout (the original
+    attention runs): under one seed the fast model draws the same masks and computes the same logits."""
+    torch.manual_seed(0)
+    enc = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
+           "conv_kernel_size": 7, "subsampling_factor": 4, "subsampling_conv_channels": 8, "num_mel_bins": 80,
+           "dropout": 0.1, "attention_dropout": 0.1, "activation_dropout": 0.1, "dropout_positions": 0.5,
+           "layerdrop": 0.0}
+    plain = ParakeetForCTC(ParakeetCTCConfig(encoder_config=enc, vocab_size=12, pad_token_id=11)).train()
+    with torch.no_grad():
+        for module in plain.modules():  # positions that matter (at initialisation their effect is tiny)
+            if hasattr(module, "relative_k_proj"):
+                module.relative_k_proj.weight.mul_(30)
+    fast = speed_up(copy.deepcopy(plain))
+    batch = _inputs(_batch(plain, [160, 123, 97]))
+    for attention_dropout in (0.1, 0.0):  # the original attention, then the fast one with dropped positions
+        for model in (plain, fast):
+            for module in model.modules():
+                if hasattr(module, "relative_k_proj"):
+                    module.attention_dropout = attention_dropout
+        logits = []
+        for model in (plain, fast):
+            torch.manual_seed(5)
+            logits.append(model(**batch).logits)
+        torch.testing.assert_close(logits[1], logits[0], atol=1e-4, rtol=1e-4)

@@ -28,6 +28,7 @@ from pipeline.data.batching import DurationBatchSampler
 from pipeline.io import write_json, write_text
 from pipeline.models.fast_forward import speed_up
 from pipeline.tasks.base import Task
+from pipeline.training.allocator import keep_freed_memory
 from pipeline.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from pipeline.training.plots import plot_history
 
@@ -348,6 +349,8 @@ def run_training(recipe: Recipe) -> dict[str, Any]:
     t = recipe.train
     if t.threads:
         torch.set_num_threads(t.threads)
+    if t.keep_freed_memory:
+        keep_freed_memory()
     acc = make_accelerator(recipe)
     logging.basicConfig(level=logging.INFO if acc.is_main_process else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")

@@ -70,24 +70,26 @@ def _conv_channels_last(conv: nn.Conv1d | nn.Conv2d, hidden: torch.Tensor) -> to
 
 
 class _MaskedReLU(torch.autograd.Function):
-    """ReLU of a convolution's output, then every frame at or past its row's length set to 0
-    (frames: dim 2 of (batch, channels, frames, mels)).
+    """In-place ReLU of a convolution's output, then every frame at or past its row's length set to 0
+    (frames: dim 1 of (batch, frames, mels, channels)).
 
     One pass over the largest activation instead of a mask multiplication forward and backward plus a
     ReLU: the padded frames of the output are 0, so ReLU's own backward (gradient where the output is
-    positive) already gives them no gradient. Not in place: the activations are permuted views of a
-    matrix product's output, and autograd's bookkeeping for an in-place change of a view (a zero-filled
-    copy of the base, forward and backward) costs more than the new tensor.
+    positive) already gives them no gradient. In place, as `nn.ReLU(inplace=True)` after a convolution:
+    the product that made it does not read its output in backward. Its input must be a fresh tensor,
+    not a view: autograd's bookkeeping for an in-place change of a view (a zero-filled copy of the
+    base, forward and backward) would cost more than the pass saves.
     """
 
     @staticmethod
     def forward(ctx: Any, hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        out = hidden.clamp_min(0)
-        frames = out.shape[2]
+        hidden.clamp_min_(0)
+        frames = hidden.shape[1]
         for i in (lengths < frames).nonzero().flatten().tolist():
-            out[i, :, int(lengths[i]):].zero_()
-        ctx.save_for_backward(out)
-        return out
+            hidden[i, int(lengths[i]):].zero_()
+        ctx.mark_dirty(hidden)
+        ctx.save_for_backward(hidden)
+        return hidden
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
@@ -97,60 +99,67 @@ class _MaskedReLU(torch.autograd.Function):
         return torch.ops.aten.threshold_backward(grad, out, 0), None
 
 
-def _conv2d(conv: nn.Conv2d, hidden: torch.Tensor) -> torch.Tensor:
-    """`conv` on (batch, channels, height, width), the result in channels-last memory, by the fastest kernel measured.
+def _conv2d_nhwc(conv: nn.Conv2d, hidden: torch.Tensor) -> torch.Tensor:
+    """`conv` on (batch, height, width, channels) activations, by the fastest kernel measured; same layout out.
 
     - one input channel (the subsampling's first convolution): one matrix product over the patches.
       oneDNN has no fast kernel for a single input channel (4.1 ms forward, 2.9 ms backward on a 15-s batch,
-      against about 1 ms each), and its output comes back in NCHW memory, which every later elementwise
-      kernel then reads across the channels-last gradients (a ReLU backward 4.6 ms instead of 0.7 ms);
+      against about 1 ms each), and it returns NCHW memory, which the next elementwise kernels then read
+      across channels-last gradients (a ReLU backward 4.6 ms instead of 0.7 ms);
     - 1x1, stride 1 (the pointwise convolutions): a `linear` over the contiguous channels;
-    - otherwise (the depthwise ones): oneDNN's channels-last kernels.
+    - otherwise (the depthwise ones): oneDNN's channels-last kernels, whose (batch, channels, h, w)
+      channels-last result is (batch, h, w, channels) memory.
+    The first two return fresh tensors (an in-place ReLU may follow); the third a permuted view.
     """
     zero_padded = conv.padding_mode == "zeros" and not isinstance(conv.padding, str)
     if zero_padded and conv.groups == 1 and conv.in_channels == 1:
-        return _single_channel_conv2d(conv, hidden)
+        return _single_channel_conv2d(conv, hidden[..., 0])
     if zero_padded and conv.groups == 1 and conv.kernel_size == (1, 1) and conv.stride == (1, 1) and conv.padding == (0, 0):
-        nhwc = hidden.permute(0, 2, 3, 1)
-        return F.linear(nhwc, conv.weight.flatten(1), conv.bias).permute(0, 3, 1, 2)
-    return _conv_channels_last(conv, hidden)
+        return F.linear(hidden, conv.weight.flatten(1), conv.bias)
+    return _conv_channels_last(conv, hidden.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
 
 
-def _single_channel_conv2d(conv: nn.Conv2d, hidden: torch.Tensor) -> torch.Tensor:
-    """A convolution of a one-channel image as (patches) @ (kernel): (batch, out, h, w) in channels-last memory.
+def _single_channel_conv2d(conv: nn.Conv2d, image: torch.Tensor) -> torch.Tensor:
+    """A convolution of (batch, height, width) images as one matrix product: (batch, h, w, out channels).
 
-    The patches are a strided view of the zero-padded input, gathered once (kernel-size times the input);
-    the input itself gets no gradient (the model's input features), only the kernel and bias do.
+    The columns are the kernel taps, each a strided view of the zero-padded input, gathered tap-major
+    (kernel-size times the input; gathering them patch-major, with a 3x3 innermost loop, was 4x slower),
+    plus a row of ones that carries the bias into the product, so no separate pass writes the bias into
+    the (largest) output first.
     """
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = conv.kernel_size, conv.stride, conv.padding, conv.dilation
-    image = F.pad(hidden[:, 0], (pw, pw, ph, ph))
+    image = F.pad(image, (pw, pw, ph, ph))
     batch, height, width = image.shape
     out_h = (height - dh * (kh - 1) - 1) // sh + 1
     out_w = (width - dw * (kw - 1) - 1) // sw + 1
     s = image.stride()
-    patches = image.as_strided((batch, out_h, out_w, kh, kw), (s[0], sh * s[1], sw * s[2], dh * s[1], dw * s[2]))
+    taps = image.as_strided((kh, kw, batch, out_h, out_w), (dh * s[1], dw * s[2], s[0], sh * s[1], sw * s[2]))
     weight = conv.weight.reshape(conv.out_channels, kh * kw)
-    out = F.linear(patches.reshape(batch, out_h, out_w, kh * kw), weight, conv.bias)
-    return out.permute(0, 3, 1, 2)
+    columns = image.new_empty(kh * kw + (conv.bias is not None), batch * out_h * out_w)
+    columns[:kh * kw].view(kh, kw, batch, out_h, out_w).copy_(taps)
+    if conv.bias is not None:
+        columns[-1] = 1
+        weight = torch.cat([weight, conv.bias[:, None]], dim=1)
+    return torch.mm(columns.t(), weight.t()).view(batch, out_h, out_w, conv.out_channels)
 
 
 def _subsampling_forward(self: Any, input_features: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """ParakeetEncoderSubsamplingConv2D.forward: channels-last activations throughout, masking fused into the ReLUs.
+    """ParakeetEncoderSubsamplingConv2D.forward on (batch, frames, mels, channels) activations, masking fused into the ReLUs.
 
     The original zeroes the padded frames after every convolution. After a convolution followed by a
     ReLU, `_MaskedReLU` does it. After one followed by a 1x1 convolution (the depthwise-then-pointwise
     pairs) it is skipped: a 1x1 convolution maps each frame on its own, so those frames only reach
     frames that are zeroed after it, and receive no gradient from them. The final `linear` reads the
-    channels-last activations as they lie, (batch, frames, mels, channels), with its weight's columns
-    reordered to match, instead of transposing the activations to (channels, mels) order.
+    activations as they lie, with its weight's columns reordered from (channels, mels) to (mels, channels),
+    instead of transposing them.
     """
     layers = list(self.layers)
-    hidden = input_features.unsqueeze(1)
+    hidden = input_features.unsqueeze(-1)  # (batch, frames, mels, 1 channel)
     lengths = attention_mask.sum(-1) if attention_mask is not None else None
     masked_relu = False  # the next ReLU also masks the frames past `lengths`
     for i, layer in enumerate(layers):
         if isinstance(layer, nn.Conv2d):
-            hidden = _conv2d(layer, hidden)
+            hidden = _conv2d_nhwc(layer, hidden)
             if lengths is None:
                 continue
             lengths = self._get_output_length(lengths, layer)
@@ -158,17 +167,16 @@ def _subsampling_forward(self: Any, input_features: torch.Tensor, attention_mask
             if isinstance(following, nn.ReLU):
                 masked_relu = True
             elif not (isinstance(following, nn.Conv2d) and following.kernel_size == (1, 1) and following.stride == (1, 1)):
-                frames = torch.arange(hidden.shape[2], device=hidden.device) < lengths[:, None]
-                hidden = hidden * frames[:, None, :, None]
+                frames = torch.arange(hidden.shape[1], device=hidden.device) < lengths[:, None]
+                hidden = hidden * frames[:, :, None, None]
         elif masked_relu and isinstance(layer, nn.ReLU):
-            hidden = _MaskedReLU.apply(hidden, lengths)
+            hidden = _MaskedReLU.apply(hidden if hidden._base is None else hidden.clone(), lengths)
             masked_relu = False
         else:
-            hidden = layer(hidden)
-    batch, channels, frames, mels = hidden.shape
-    nhwc = hidden.permute(0, 2, 3, 1)  # a view when channels-last
+            hidden = layer(hidden.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+    batch, frames, mels, channels = hidden.shape
     weight = self.linear.weight.view(-1, channels, mels).transpose(1, 2).reshape(-1, mels * channels)
-    return F.linear(nhwc.reshape(batch, frames, mels * channels), weight, self.linear.bias)
+    return F.linear(hidden.reshape(batch, frames, mels * channels), weight, self.linear.bias)
 
 
 def _conv_module_forward(self: Any, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -235,7 +235,7 @@ def _attention_forward(self: Any, hidden_states: torch.Tensor, position_embeddin
     positions = relative_key.shape[1]  # 2 * frames - 1
     # terms (b) and (d): (batch, heads, frames, positions), then row i shifted left by (frames - 1 - i)
     raw = (query + self.bias_v.view(1, heads, 1, dim)) @ relative_key.permute(0, 2, 3, 1)
-    raw = raw.contiguous()
+    raw = raw.contiguous()  # the shift below indexes its storage (a no-op for a product's output)
     shifted = raw.as_strided((batch, heads, frames, frames), (raw.stride(0), raw.stride(1), positions - 1, 1),
                              raw.storage_offset() + frames - 1)
     scores = shifted * self.scaling
@@ -243,7 +243,7 @@ def _attention_forward(self: Any, hidden_states: torch.Tensor, position_embeddin
         scores.masked_fill_(attention_mask.logical_not(), torch.finfo(scores.dtype).min)
     # terms (a) and (c), added by the product
     content_query = (query + self.bias_u.view(1, heads, 1, dim)).reshape(batch * heads, frames, dim)
-    scores = torch.baddbmm(scores.view(batch * heads, frames, frames), content_query,
+    scores = torch.baddbmm(scores.reshape(batch * heads, frames, frames), content_query,
                            key.reshape(batch * heads, frames, dim).transpose(1, 2), alpha=self.scaling)
     weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
     out = torch.bmm(weights, value.reshape(batch * heads, frames, dim))

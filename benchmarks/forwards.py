@@ -35,11 +35,12 @@ from _machine import (  # benchmarks/_machine.py (scripts run from this folder)
 from pipeline.models.fast_forward import speed_up
 
 
-def _model(a: argparse.Namespace) -> Any:
+def _model(a: argparse.Namespace) -> tuple[Any, int]:
+    """(model, its log-mel hop in samples): the saved `--model` or the recipe's, built as training builds it."""
     if a.model:
-        from transformers import AutoModelForCTC
+        from transformers import AutoFeatureExtractor, AutoModelForCTC
 
-        return AutoModelForCTC.from_pretrained(a.model)
+        return AutoModelForCTC.from_pretrained(a.model), int(AutoFeatureExtractor.from_pretrained(a.model).hop_length)
     from pipeline.config import load_recipe
     from pipeline.tasks import build_task
     from pipeline.training.loop import make_accelerator
@@ -48,7 +49,7 @@ def _model(a: argparse.Namespace) -> Any:
     task = build_task(recipe)
     torch.manual_seed(0)
     task.setup(make_accelerator(recipe))
-    return task.model
+    return task.model, int(task.feature_extractor.hop_length)
 
 
 def _batch(model: Any, size: int, seconds: float, hop: int, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -90,19 +91,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5, help="calls per arm and round")
     a = ap.parse_args()
 
-    base = _model(a)
+    base, hop = _model(a)
     if type(base).__name__ != "ParakeetForCTC":
         raise SystemExit(f"benchmarks/forwards.py: {type(base).__name__} is not a Parakeet CTC model")
-    hop = 160
-    if a.model and os.path.exists(os.path.join(a.model, "preprocessor_config.json")):
-        import json
-
-        with open(os.path.join(a.model, "preprocessor_config.json")) as f:
-            hop = int(json.load(f).get("hop_length", hop))
-    elif not a.model:
-        from pipeline.config import load_recipe
-
-        hop = int((load_recipe(a.recipe).model.feature_extractor or {}).get("hop_length", hop))
     arms = {"transformers": copy.deepcopy(base), "fast_forward": speed_up(copy.deepcopy(base))}
     train = _batch(base, a.train_batch, a.seconds, hop)
     infer = {k: v for k, v in _batch(base, a.infer_batch, a.seconds, hop, seed=1).items() if k != "labels"}

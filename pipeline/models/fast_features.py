@@ -48,15 +48,18 @@ def _build(fe: object) -> Features | None:
     mel_filters = fe.mel_filters
 
     def features(audio: np.ndarray) -> tuple[np.ndarray, int]:
-        x = torch.tensor(audio).to(torch.float32)[None]
+        x = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))[None]
         n = x.shape[1]
         if pre is not None:
             x = torch.cat([x[:, :1], x[:, 1:] - pre * x[:, :-1]], dim=1)
-        stft = torch.stft(x, n_fft, hop_length=hop, win_length=win, window=window, return_complex=True,
-                          pad_mode="constant")
-        magnitudes = torch.view_as_real(stft)
-        magnitudes = torch.sqrt(magnitudes.pow(2).sum(-1)).pow(2)
-        mel = torch.log(mel_filters @ magnitudes + guard).permute(0, 2, 1)
+        stft = torch.view_as_real(torch.stft(x, n_fft, hop_length=hop, win_length=win, window=window,
+                                             return_complex=True, pad_mode="constant"))
+        # The extractor's sqrt(sum(pow(x, 2), -1)) ** 2, in the same float32 operations (a sum of two
+        # terms is their one addition); torch's reduction over a last dimension of 2 was a third of the time.
+        power = stft[..., 0].square()
+        power += stft[..., 1].square()
+        power = power.sqrt_().square_()
+        mel = torch.log(mel_filters @ power + guard).permute(0, 2, 1)
         length = torch.tensor([(n + n_fft // 2 * 2 - n_fft) // hop])
         mask = (torch.arange(mel.shape[1])[None, :] < length[:, None]).unsqueeze(-1)
         masked = mel * mask

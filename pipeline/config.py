@@ -101,6 +101,7 @@ class TrainConfig:
     batch_seconds: float = 120.0  # total audio seconds per batch on each process
     max_batch_size: int = 64
     max_padding: float = 0.25  # largest share of padding a batch may carry before it is split
+    sortagrad_epochs: int = 0  # the first epochs take their batches shortest first (SortaGrad), then shuffled
     gradient_accumulation: int = 1
     max_grad_norm: float = 1.0
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
@@ -403,6 +404,8 @@ def validate(recipe: Recipe) -> None:
         raise RecipeError("train.gradient_accumulation: must be at least 1")
     if t.max_steps is not None and t.max_steps < 0:
         raise RecipeError("train.max_steps: must be 0 or more")
+    if t.sortagrad_epochs < 0:
+        raise RecipeError("train.sortagrad_epochs: must be >= 0")
     if not 0 <= t.max_padding < 1:
         raise RecipeError("train.max_padding: must be in [0, 1)")
     for key in ("speed", "tempo"):

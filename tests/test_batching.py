@@ -81,6 +81,22 @@ def test_unshuffled_order_is_sorted_by_duration() -> None:
     assert epoch(s, 0) == epoch(s, 1)
 
 
+def test_sortagrad_epochs_run_shortest_first_then_shuffle() -> None:
+    d = durations()
+    plain = DurationBatchSampler(d, batch_seconds=30.0, seed=4)
+    sorted_first = DurationBatchSampler(d, batch_seconds=30.0, seed=4, sorted_epochs=2)
+    for e in (0, 1):
+        batches = epoch(sorted_first, e)
+        longest = [max(d[i] for i in b) for b in batches]
+        assert longest == sorted(longest), "a SortaGrad epoch takes its batches shortest first"
+        assert sorted(map(sorted, batches)) == sorted(map(sorted, epoch(plain, e))), "the same batches, reordered"
+    longest = [max(d[i] for i in b) for b in epoch(sorted_first, 2)]
+    assert longest != sorted(longest), "after the sorted epochs, batches are shuffled again"
+    assert epoch(sorted_first, 2) == epoch(plain, 2)
+    sorted_first.set_epoch(0, start=3)  # resume mid-epoch: the rest of the same sorted order
+    assert list(sorted_first) == sorted_first.global_batches(0)[3:]
+
+
 @pytest.mark.parametrize("n, batch_seconds, seed", [(300, 30.0, 0), (37, 4.0, 2), (120, 15.0, 9)])
 def test_two_replicas_share_the_one_replica_epoch_with_double_budget(n: int, batch_seconds: float, seed: int) -> None:
     d = durations(n, seed=seed)

@@ -216,6 +216,7 @@ def test_base_cycle_and_missing_base(tmp_path: Path) -> None:
     ("train=3", "train: expected a mapping"),
     ("train.learning_rate=-1", "train.learning_rate: must be positive"),
     ("train.max_padding=1.5", "train.max_padding"),
+    ("train.sortagrad_epochs=-1", "train.sortagrad_epochs: must be >= 0"),
     ("data.min_duration=30", "min_duration"),
 ])
 def test_wrong_types_and_values_are_rejected(override: str, match: str) -> None:

@@ -170,8 +170,8 @@ def test_transcriber_uses_it_unless_told_not_to() -> None:
 
 def test_training_loop_trains_the_same_with_and_without(tiny_corpus, tiny_recipe_overrides, tmp_path,
                                                         monkeypatch) -> None:
-    """Real `run_training` runs (tiny Parakeet, tiny corpus): the recipe key decides whether the loop
-    patches the model, and both runs log the same losses step by step."""
+    """Real `run_training` runs (tiny Parakeet, tiny corpus): the recipe keys decide whether the loop
+    patches the model (and keeps freed memory), and both runs log the same losses step by step."""
     import json
 
     from conftest import QUICKSTART
@@ -186,6 +186,8 @@ def test_training_loop_trains_the_same_with_and_without(tiny_corpus, tiny_recipe
         return speed_up(model)
 
     monkeypatch.setattr(loop, "speed_up", spy)
+    mallopt_calls: list[int] = []  # train.keep_freed_memory, wired the same way (glibc itself untouched here)
+    monkeypatch.setattr(loop, "keep_freed_memory", lambda: mallopt_calls.append(1) or False)
     losses = {}
     for fast in (True, False):
         out = tmp_path / f"fast_{fast}"
@@ -195,9 +197,11 @@ def test_training_loop_trains_the_same_with_and_without(tiny_corpus, tiny_recipe
                                           "model.mask_feature_prob=0", "train.max_steps=4", "train.log_every=1",
                                           "train.batch_seconds=8", "train.learning_rate=1e-3", "train.warmup_steps=0",
                                           "train.save_every=1000", "train.eval_every=1000",
-                                          f"train.fast_forward={str(fast).lower()}"])
+                                          f"train.fast_forward={str(fast).lower()}",
+                                          f"train.keep_freed_memory={str(fast).lower()}"])
         loop.run_training(recipe)
         assert len(calls) == 1, "the loop patches the model only when train.fast_forward is on"
+        assert len(mallopt_calls) == 1, "the loop sets malloc's thresholds only when train.keep_freed_memory is on"
         records = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
         losses[fast] = [r["loss"] for r in records if "loss" in r]
     assert len(losses[True]) == 4

@@ -61,7 +61,10 @@ class DurationBatchSampler:
         seed: int = 0,
         shuffle: bool = True,
         pool_batches: int = 50,
+        sorted_epochs: int = 0,
     ) -> None:
+        """`sorted_epochs`: the first epochs run their batches shortest first (SortaGrad, Amodei et al.,
+        2016: CTC learns to align on short utterances before long ones); later epochs are shuffled."""
         if not 0 <= rank < num_replicas:
             raise ValueError(f"rank {rank} outside 0..{num_replicas - 1}")
         self.durations = [float(d) for d in durations]
@@ -73,6 +76,7 @@ class DurationBatchSampler:
         self.seed = seed
         self.shuffle = shuffle
         self.pool_batches = pool_batches
+        self.sorted_epochs = int(sorted_epochs)
         self.epoch = 0
         self.start = 0  # global batches of the current epoch already consumed
         longest = max(self.durations, default=0.0)
@@ -105,6 +109,8 @@ class DurationBatchSampler:
         batches = pack_batches(order, self.durations, self.budget, self.max_size, self.max_padding)
         if self.shuffle:
             random.Random(self.seed * 1_000_003 + epoch + 7919).shuffle(batches)
+            if epoch < self.sorted_epochs:  # stable: batches of equal length keep their shuffled order
+                batches.sort(key=lambda b: max(self.durations[j] for j in b))
         self._cache = (epoch, batches)
         return batches
 

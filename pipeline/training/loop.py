@@ -78,7 +78,7 @@ class Trainer:
         return DurationBatchSampler(
             self.task.train_durations(), batch_seconds=t.batch_seconds, max_batch_size=t.max_batch_size,
             max_padding=t.max_padding, num_replicas=self.acc.num_processes, rank=self.acc.process_index,
-            seed=self.recipe.seed,
+            seed=self.recipe.seed, sorted_epochs=t.sortagrad_epochs,
         )
 
     def _optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:

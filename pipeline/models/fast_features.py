@@ -48,7 +48,8 @@ def _build(fe: object) -> Features | None:
     mel_filters = fe.mel_filters
 
     def features(audio: np.ndarray) -> tuple[np.ndarray, int]:
-        x = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))[None]
+        samples = np.ascontiguousarray(audio, dtype=np.float32)
+        x = torch.from_numpy(samples if samples.flags.writeable else samples.copy())[None]  # no copy when it can share
         n = x.shape[1]
         if pre is not None:
             x = torch.cat([x[:, :1], x[:, 1:] - pre * x[:, :-1]], dim=1)

@@ -35,12 +35,12 @@ from _machine import (  # benchmarks/_machine.py (scripts run from this folder)
 from pipeline.models.fast_forward import speed_up
 
 
-def _model(a: argparse.Namespace) -> tuple[Any, int]:
-    """(model, its log-mel hop in samples): the saved `--model` or the recipe's, built as training builds it."""
+def _model(a: argparse.Namespace) -> tuple[Any, Any]:
+    """(model, its feature extractor): the saved `--model` or the recipe's, built as training builds it."""
     if a.model:
         from transformers import AutoFeatureExtractor, AutoModelForCTC
 
-        return AutoModelForCTC.from_pretrained(a.model), int(AutoFeatureExtractor.from_pretrained(a.model).hop_length)
+        return AutoModelForCTC.from_pretrained(a.model), AutoFeatureExtractor.from_pretrained(a.model)
     from pipeline.config import load_recipe
     from pipeline.tasks import build_task
     from pipeline.training.loop import make_accelerator
@@ -49,13 +49,13 @@ def _model(a: argparse.Namespace) -> tuple[Any, int]:
     task = build_task(recipe)
     torch.manual_seed(0)
     task.setup(make_accelerator(recipe))
-    return task.model, int(task.feature_extractor.hop_length)
+    return task.model, task.feature_extractor
 
 
-def _batch(model: Any, size: int, seconds: float, hop: int, seed: int = 0) -> dict[str, torch.Tensor]:
+def _batch(model: Any, size: int, seconds: float, frames_per_second: float, seed: int = 0) -> dict[str, torch.Tensor]:
     """`size` utterances of log-mel frames, the first two shorter (padding as duration batches leave it)."""
     g = torch.Generator().manual_seed(seed)
-    frames = int(seconds * 16000 / hop)
+    frames = int(seconds * frames_per_second)
     mask = torch.ones(size, frames, dtype=torch.long)
     mask[0, -frames // 5:] = 0
     if size > 1:
@@ -91,12 +91,13 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5, help="calls per arm and round")
     a = ap.parse_args()
 
-    base, hop = _model(a)
+    base, fe = _model(a)
+    hop, rate = int(fe.hop_length), fe.sampling_rate / fe.hop_length
     if type(base).__name__ != "ParakeetForCTC":
         raise SystemExit(f"benchmarks/forwards.py: {type(base).__name__} is not a Parakeet CTC model")
     arms = {"transformers": copy.deepcopy(base), "fast_forward": speed_up(copy.deepcopy(base))}
-    train = _batch(base, a.train_batch, a.seconds, hop)
-    infer = {k: v for k, v in _batch(base, a.infer_batch, a.seconds, hop, seed=1).items() if k != "labels"}
+    train = _batch(base, a.train_batch, a.seconds, rate)
+    infer = {k: v for k, v in _batch(base, a.infer_batch, a.seconds, rate, seed=1).items() if k != "labels"}
 
     with torch.inference_mode():
         logits = [m.eval()(**infer).logits for m in arms.values()]

@@ -140,7 +140,9 @@ def _single_channel_conv2d(conv: nn.Conv2d, image: torch.Tensor) -> torch.Tensor
     if conv.bias is not None:
         columns[-1] = 1
         weight = torch.cat([weight, conv.bias[:, None]], dim=1)
-    return torch.mm(columns.t(), weight.t()).view(batch, out_h, out_w, conv.out_channels)
+    # `matmul` folds the 4-D patches into the same product and returns a tensor of its own, not a view of it
+    # (the in-place ReLU after it would otherwise need a copy of this, the largest activation)
+    return torch.matmul(columns.t().view(batch, out_h, out_w, columns.shape[0]), weight.t())
 
 
 def _subsampling_forward(self: Any, input_features: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -188,8 +190,12 @@ def _conv_module_forward(self: Any, hidden_states: torch.Tensor, attention_mask:
         keep = attention_mask.any(dim=2) if attention_mask.dtype == torch.bool else (attention_mask == 0.0).any(dim=2)
         if not bool(keep.all()):
             hidden = hidden * keep.transpose(1, 2).to(hidden.dtype)
-    hidden = _conv_channels_last(depthwise, hidden.transpose(1, 2).unsqueeze(2)).squeeze(2)
-    hidden = self.activation(self.norm(hidden))
+    hidden = _conv_channels_last(depthwise, hidden.transpose(1, 2).unsqueeze(2))  # (batch, time, channels) memory
+    batch, channels, _, time = hidden.shape
+    if isinstance(self.norm, nn.BatchNorm1d):  # over (batch * time, channels) rows: the same statistics, one memory order
+        hidden = self.activation(self.norm(hidden.permute(0, 2, 3, 1).reshape(batch * time, channels)))
+        return F.linear(hidden.view(batch, time, channels), conv2.weight.squeeze(-1), conv2.bias)
+    hidden = self.activation(self.norm(hidden.squeeze(2)))
     return F.linear(hidden.transpose(1, 2), conv2.weight.squeeze(-1), conv2.bias)
 
 

@@ -5,6 +5,8 @@ Examples:
   python scripts/evaluate.py --model runs/quickstart --data data/synth/test --output runs/quickstart/eval
   python scripts/evaluate.py --model runs/quickstart --data data/synth/test --output runs/quickstart/eval_lm \
       --decoder beam --lm runs/quickstart/lm --beam-width 64 --alpha 0.5 --beta 1.5
+  python scripts/evaluate.py --model runs/quickstart --data data/synth/test --output runs/quickstart/eval_tempo \
+      --tempos 0.875,0.9375,1,1.0625,1.125          # tempo ensemble (log-mel models)
 See docs/evaluation.md for how to read the outputs.
 """
 
@@ -16,6 +18,7 @@ import json
 from pipeline.cli import entry_point, setup_logging
 from pipeline.config import DataSpec
 from pipeline.evaluation.evaluate import evaluate_model
+from pipeline.evaluation.tempo import parse_tempos
 
 
 @entry_point
@@ -47,6 +50,9 @@ def main() -> None:
                    help="transcribe audio longer than this in overlapping windows of this length (0: never)")
     p.add_argument("--stride-seconds", type=float, default=None,
                    help="overlap kept as context on each side of a window (default: chunk/6)")
+    p.add_argument("--tempos", default=None, metavar="T1,T2,...",
+                   help="greedy decoding at these speaking rates too (1: as recorded, 0.875: 8/7 the frames), "
+                        "keeping the transcript they agree on most; Parakeet (log-mel) models only, e.g. 0.875,0.9375,1,1.0625,1.125")
     p.add_argument("--group-by", default="speaker", help="column for the per-group breakdown (default: speaker)")
     p.add_argument("--no-report", action="store_true", help="skip report.html and the plots")
     a = p.parse_args()
@@ -56,7 +62,8 @@ def main() -> None:
                        max_duration=a.max_duration, on_bad_rows="error" if a.strict else "skip",
                        decoder=a.decoder, lm=a.lm, beam_width=a.beam_width, alpha=a.alpha, beta=a.beta,
                        chunk_seconds=a.chunk_seconds, stride_seconds=a.stride_seconds, group_by=a.group_by,
-                       write_html=not a.no_report, workers=a.workers)
+                       write_html=not a.no_report, workers=a.workers,
+                       tempos=parse_tempos(a.tempos) if a.tempos else None)
     keys = ("wer", "wer_ci95", "cer", "cer_ci95", "substitutions", "deletions", "insertions", "num_utterances",
             "normalizer", "decoding")
     print(json.dumps({k: m.get(k) for k in keys}))

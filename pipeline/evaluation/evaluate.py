@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +143,7 @@ def evaluate_model(
     group_by: str = "speaker",
     write_html: bool = True,
     workers: int | None = None,
+    tempos: Sequence[float] | None = None,
 ) -> dict[str, Any]:
     """Transcribe `data` with the model and write metrics.json, predictions.jsonl, report.html.
 
@@ -149,6 +151,7 @@ def evaluate_model(
     directory's own `language_model/` when `lm` is None). Audio longer than `chunk_seconds`
     (default 20; 0 turns chunking off) is transcribed in overlapping windows (`long_audio`).
     `workers`: batches transcribed at once on a CPU (default: one per torch thread; see `Transcriber`).
+    `tempos`: greedy decoding at these speaking rates, the transcript they agree on most (`tempo.py`).
     """
     from pipeline.evaluation.long_audio import DEFAULT_CHUNK_SECONDS
 
@@ -165,7 +168,7 @@ def evaluate_model(
     transcriber, decoding = build_transcriber(model, fe, tok, model_dir, decoder=decoder, lm=lm, beam_width=beam_width,
                                               alpha=alpha, beta=beta, batch_seconds=batch_seconds,
                                               chunk_seconds=chunk_seconds, stride_seconds=stride_seconds,
-                                              workers=workers)
+                                              workers=workers, tempos=tempos)
     hyps = transcribe_table(accelerator, transcriber, table, progress=True)
     metrics, rows = score(table, hyps, normalizer, group_by=group_by)
     metrics.update(model=str(model_dir), data=describe_spec(data), skipped_rows=report.count(), decoding=decoding)
@@ -186,16 +189,26 @@ def evaluate_model(
 def build_transcriber(model: Any, fe: Any, tok: Any, model_dir: str | Path, decoder: str = "greedy",
                       lm: str | None = None, beam_width: int | None = None, alpha: float | None = None,
                       beta: float | None = None, batch_seconds: float | None = None, chunk_seconds: float | None = None,
-                      stride_seconds: float | None = None, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
-    """(transcriber, description for metrics.json): greedy or beam search, chunking long audio."""
+                      stride_seconds: float | None = None, tempos: Sequence[float] | None = None,
+                      **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+    """(transcriber, description for metrics.json): greedy (at one tempo or several) or beam search, chunking
+    long audio (chunked files are decoded at tempo 1 only)."""
     from pipeline.errors import ModelError
     from pipeline.evaluation.long_audio import make_transcriber
 
     if decoder == "greedy":
         if lm is not None:
             raise ModelError("--lm needs --decoder beam")
-        base: Transcriber = Transcriber(model, fe, tok, batch_seconds=batch_seconds, **kwargs)
-        decoding: dict[str, Any] = {"decoder": "greedy"}
+        if tempos:
+            from pipeline.evaluation.tempo import TempoEnsembleTranscriber
+
+            base: Transcriber = TempoEnsembleTranscriber(model, fe, tok, tempos, batch_seconds=batch_seconds, **kwargs)
+            decoding: dict[str, Any] = {"decoder": "greedy", "tempos": base.tempos}
+        else:
+            base = Transcriber(model, fe, tok, batch_seconds=batch_seconds, **kwargs)
+            decoding = {"decoder": "greedy"}
+    elif tempos:
+        raise ModelError("--tempos works with --decoder greedy only")
     elif decoder == "beam":
         from pipeline.evaluation.lm import (
             DEFAULT_BEAM_WIDTH,

@@ -18,7 +18,7 @@ import json
 from pipeline.cli import entry_point, setup_logging
 from pipeline.config import DataSpec
 from pipeline.evaluation.evaluate import evaluate_model
-from pipeline.evaluation.tempo import parse_tempos
+from pipeline.evaluation.tempo import add_tempos_argument, parse_tempos
 
 
 @entry_point
@@ -50,9 +50,7 @@ def main() -> None:
                    help="transcribe audio longer than this in overlapping windows of this length (0: never)")
     p.add_argument("--stride-seconds", type=float, default=None,
                    help="overlap kept as context on each side of a window (default: chunk/6)")
-    p.add_argument("--tempos", default=None, metavar="T1,T2,...",
-                   help="greedy decoding at these speaking rates too (1: as recorded, 0.875: 8/7 the frames), "
-                        "keeping the transcript they agree on most; Parakeet (log-mel) models only, e.g. 0.875,0.9375,1,1.0625,1.125")
+    add_tempos_argument(p)
     p.add_argument("--group-by", default="speaker", help="column for the per-group breakdown (default: speaker)")
     p.add_argument("--no-report", action="store_true", help="skip report.html and the plots")
     a = p.parse_args()

@@ -3,7 +3,8 @@
 
 Example: python scripts/transcribe.py --model runs/quickstart a.wav b.flac
 Audio longer than --chunk-seconds is transcribed in overlapping windows; --decoder beam [--lm DIR]
-decodes with CTC beam search and an n-gram LM (see docs/evaluation.md).
+decodes with CTC beam search and an n-gram LM; --tempos 0.875,0.9375,1,1.0625,1.125 decodes at several
+speaking rates and keeps the transcript they agree on (see docs/evaluation.md).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pipeline.audio import read_audio
 from pipeline.cli import entry_point
 from pipeline.errors import DataError
 from pipeline.evaluation.evaluate import build_transcriber, load_model_dir
+from pipeline.evaluation.tempo import add_tempos_argument, parse_tempos
 
 
 @entry_point
@@ -35,6 +37,7 @@ def main() -> None:
     p.add_argument("--beam-width", type=int, default=None)
     p.add_argument("--alpha", type=float, default=None)
     p.add_argument("--beta", type=float, default=None)
+    add_tempos_argument(p)
     p.add_argument("audio", nargs="+", help="audio files (wav, flac, ogg, mp3)")
     a = p.parse_args()
     model, fe, tok, _ = load_model_dir(a.model)
@@ -49,7 +52,7 @@ def main() -> None:
     transcriber, _ = build_transcriber(model, fe, tok, a.model, decoder=a.decoder, lm=a.lm, beam_width=a.beam_width,
                                        alpha=a.alpha, beta=a.beta, batch_seconds=a.batch_seconds,
                                        chunk_seconds=a.chunk_seconds, stride_seconds=a.stride_seconds,
-                                       workers=a.workers)
+                                       workers=a.workers, tempos=parse_tempos(a.tempos) if a.tempos else None)
     texts = transcriber.transcribe(audios)
     for name, text in zip(names, texts, strict=True):
         print(json.dumps({"audio": name, "text": text}, ensure_ascii=False), flush=True)

@@ -109,3 +109,17 @@ def test_evaluate_script_records_the_tempos(trained_tiny_model: Path, tiny_corpu
     bad = run_script("evaluate.py", "--model", trained_tiny_model, "--data", tiny_corpus / "test", "--output", out,
                      "--tempos", "0.1")
     assert bad.returncode == 2 and "--tempos" in bad.stderr.strip().splitlines()[-1]
+
+
+def test_transcribe_script_decodes_at_the_tempos(trained_tiny_model: Path, tiny_corpus: Path, run_script) -> None:
+    model, fe, tok, _ = load_model_dir(str(trained_tiny_model), device="cpu")
+    files = sorted((tiny_corpus / "test").glob("*.wav"))[:3]
+    proc = run_script("transcribe.py", "--model", trained_tiny_model, "--tempos", "0.875,1.125", *files)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    printed = [json.loads(line) for line in proc.stdout.splitlines()]
+    from pipeline.audio import read_audio
+
+    expected = TempoEnsembleTranscriber(model, fe, tok, [0.875, 1.125]).transcribe(
+        [read_audio(str(f), 16000)[0] for f in files])
+    assert [r["audio"] for r in printed] == [str(f) for f in files]
+    assert [r["text"] for r in printed] == expected

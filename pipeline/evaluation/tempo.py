@@ -43,6 +43,14 @@ def parse_tempos(text: str | Sequence[float]) -> list[float]:
     return sorted(tempos | {1.0})
 
 
+def add_tempos_argument(parser: Any) -> None:
+    """The `--tempos` option of scripts/evaluate.py and scripts/transcribe.py (parse it with `parse_tempos`)."""
+    parser.add_argument("--tempos", default=None, metavar="T1,T2,...",
+                        help="greedy decoding at these speaking rates too (1: as recorded, 0.875: 8/7 the frames), "
+                             "keeping the transcript they agree on most; Parakeet (log-mel) models only, "
+                             "e.g. 0.875,0.9375,1,1.0625,1.125 (docs/evaluation.md)")
+
+
 class TempoEnsembleTranscriber(Transcriber):
     """`Transcriber` that decodes each utterance at several tempos and keeps the candidate they agree on most.
 
@@ -67,24 +75,31 @@ class TempoEnsembleTranscriber(Transcriber):
         ]
 
     def transcribe(self, audios: Sequence[np.ndarray], progress: bool = False) -> list[str]:
-        """Transcripts in input order."""
+        """Transcripts in input order. A few batches at a time go through every tempo and are decided, so
+        memory holds the logits of those batches only (a large vocabulary times five tempos adds up)."""
         sr = self.feature_extractor.sampling_rate
         durations = [len(a) / sr for a in audios]
         order = sorted(range(len(audios)), key=lambda i: (-durations[i], i))
         batches = eval_batches(order, durations, self.batch_seconds, self.max_batch_size)
-        # logits (frames of audio x vocab) of every utterance at every tempo
-        logits_at: list[list[torch.Tensor | None]] = [[None] * len(self.members) for _ in audios]
-        steps = [(m, member) for m, member in enumerate(self.members)]
+        per_round = 4 * self.workers
+        rounds = range(0, len(batches), per_round)
         if progress:
             from tqdm.auto import tqdm
 
-            steps = tqdm(steps, desc="tempos", unit="tempo")
-        for m, member in steps:
-            results = member.forward_many([[audios[i] for i in b] for b in batches])
-            for b, (logits, mask) in zip(batches, results, strict=True):
-                for i, row, valid in zip(b, logits, mask, strict=True):
-                    logits_at[i][m] = row[: int(valid.sum())].float().cpu()
-        return [self.choose(rows) for rows in logits_at]  # type: ignore[arg-type]
+            rounds = tqdm(rounds, desc=f"transcribing at {len(self.tempos)} tempos", unit="round")
+        out: list[str] = [""] * len(audios)
+        for start in rounds:
+            group = batches[start:start + per_round]
+            # logits (frames of audio x vocab) of each utterance of the group at every tempo
+            logits_at: dict[int, list[torch.Tensor]] = {i: [] for b in group for i in b}
+            for member in self.members:
+                for b, (logits, mask) in zip(group, member.forward_many([[audios[i] for i in b] for b in group]),
+                                             strict=True):
+                    for i, row, valid in zip(b, logits, mask, strict=True):
+                        logits_at[i].append(row[: int(valid.sum())].float().cpu())
+            for i, rows in logits_at.items():
+                out[i] = self.choose(rows)
+        return out
 
     @torch.inference_mode()
     def choose(self, logits: Sequence[torch.Tensor]) -> str:

@@ -123,3 +123,21 @@ def test_transcribe_script_decodes_at_the_tempos(trained_tiny_model: Path, tiny_
         [read_audio(str(f), 16000)[0] for f in files])
     assert [r["audio"] for r in printed] == [str(f) for f in files]
     assert [r["text"] for r in printed] == expected
+
+
+def test_files_longer_than_a_chunk_are_decoded_at_tempo_one(trained_tiny_model: Path, tiny_corpus: Path) -> None:
+    import numpy as np
+
+    from pipeline.evaluation.long_audio import LongAudioTranscriber
+
+    model, fe, tok, _ = load_model_dir(str(trained_tiny_model), device="cpu")
+    audios = _test_audio(tiny_corpus, 6)
+    long = np.concatenate(audios)
+    ens, _ = build_transcriber(model, fe, tok, trained_tiny_model, tempos=[0.875, 1.125], chunk_seconds=4.0,
+                               stride_seconds=1.0)
+    assert isinstance(ens, LongAudioTranscriber) and isinstance(ens.base, TempoEnsembleTranscriber)
+    plain = LongAudioTranscriber(Transcriber(model, fe, tok), 4.0, 1.0)
+    short = audios[0][: 16000]
+    texts = ens.transcribe([long, short])
+    assert texts[0] == plain.transcribe([long])[0]
+    assert texts[1] == TempoEnsembleTranscriber(model, fe, tok, [0.875, 1.125]).transcribe([short])[0]

@@ -93,7 +93,7 @@ def main() -> None:
     print(f"WER (held-out)  : {_rate(metrics)}  greedy CTC decoding "
           f"({metrics['num_utterances']} utterances, normaliser '{metrics['normalizer']}')")
     if tempo_metrics:
-        print(f"WER at 5 tempos : {_rate(tempo_metrics)}  greedy at tempos {DEMO_TEMPOS[0]:g}-{DEMO_TEMPOS[-1]:g}, "
+        print(f"WER at {len(DEMO_TEMPOS)} tempos : {_rate(tempo_metrics)}  greedy at tempos {DEMO_TEMPOS[0]:g}-{DEMO_TEMPOS[-1]:g}, "
               "the transcript they agree on (no LM)")
     if lm_metrics:
         print(f"WER with LM     : {_rate(lm_metrics)}  beam search + 3-gram LM of the train transcripts")
@@ -101,7 +101,7 @@ def main() -> None:
     print(f"model directory : {out}  (loads in transformers.pipeline('automatic-speech-recognition'))")
     print(f"evaluation      : {eval_dir / 'metrics.json'}, {eval_dir / 'predictions.jsonl'}, {eval_dir / 'report.html'}")
     if tempo_metrics:
-        print(f"at 5 tempos     : {out / 'eval_tempo' / 'metrics.json'}")
+        print(f"at {len(DEMO_TEMPOS)} tempos     : {out / 'eval_tempo' / 'metrics.json'}")
     if lm_metrics:
         print(f"with LM         : {out / 'eval_lm' / 'metrics.json'} (LM in {out / 'lm'})")
     print(f"curves          : {out / 'training_curves.png'}, TensorBoard logs in {out / 'logs'}")

@@ -195,13 +195,17 @@ class Transcriber:
     def transcribe_batch(self, audios: Sequence[np.ndarray]) -> list[str]:
         return self.logits_to_text(*self.forward(audios))
 
-    def transcribe(self, audios: Sequence[np.ndarray], progress: bool = False) -> list[str]:
-        """Transcripts in input order."""
+    def batches(self, audios: Sequence[np.ndarray]) -> list[list[int]]:
+        """Indices of `audios` in inference batches: longest first, packed by padded seconds."""
         sr = self.feature_extractor.sampling_rate
         durations = [len(a) / sr for a in audios]
         order = sorted(range(len(audios)), key=lambda i: (-durations[i], i))
+        return eval_batches(order, durations, self.batch_seconds, self.max_batch_size)
+
+    def transcribe(self, audios: Sequence[np.ndarray], progress: bool = False) -> list[str]:
+        """Transcripts in input order."""
         out: list[str] = [""] * len(audios)
-        batches = eval_batches(order, durations, self.batch_seconds, self.max_batch_size)
+        batches = self.batches(audios)
         results = self.forward_many([[audios[i] for i in b] for b in batches])
         if progress:
             from tqdm.auto import tqdm

@@ -23,7 +23,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.data.batching import eval_batches
 from pipeline.errors import ModelError
 from pipeline.evaluation.inference import Transcriber
 
@@ -77,10 +76,7 @@ class TempoEnsembleTranscriber(Transcriber):
     def transcribe(self, audios: Sequence[np.ndarray], progress: bool = False) -> list[str]:
         """Transcripts in input order. A few batches at a time go through every tempo and are decided, so
         memory holds the logits of those batches only (a large vocabulary times five tempos adds up)."""
-        sr = self.feature_extractor.sampling_rate
-        durations = [len(a) / sr for a in audios]
-        order = sorted(range(len(audios)), key=lambda i: (-durations[i], i))
-        batches = eval_batches(order, durations, self.batch_seconds, self.max_batch_size)
+        batches = self.batches(audios)
         per_round = 4 * self.workers
         rounds = range(0, len(batches), per_round)
         if progress:

@@ -270,3 +270,25 @@ def test_parakeet_dropout_keeps_the_same_random_draws() -> None:
             torch.manual_seed(5)
             logits.append(model(**batch).logits)
         torch.testing.assert_close(logits[1], logits[0], atol=1e-4, rtol=1e-4)
+
+
+def test_first_convolution_gradients_match_torch_over_uneven_row_blocks() -> None:
+    """The one-channel convolution's own backward (weight gradient summed over row blocks, a remainder
+    block, and the input gradient when asked for) gives torch's gradients, for a row count that is not
+    a multiple of the block."""
+    from pipeline.models.fast_forward import _PatchProduct, _single_channel_conv2d
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(1, 8, 3, stride=2, padding=1)
+    image = torch.randn(2, 205, 20, requires_grad=True)
+    ref = conv(image.unsqueeze(1)).permute(0, 2, 3, 1)
+    out = _single_channel_conv2d(conv, image)
+    rows = out.shape[0] * out.shape[1] * out.shape[2]
+    assert rows % _PatchProduct.BLOCK != 0 and rows > _PatchProduct.BLOCK
+    assert out._base is None  # a tensor of its own: the in-place ReLU after it needs no copy
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    grad = torch.randn_like(ref)
+    expected = torch.autograd.grad(ref, (image, conv.weight, conv.bias), grad)
+    got = torch.autograd.grad(out, (image, conv.weight, conv.bias), grad)
+    for g, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-4)

@@ -174,7 +174,7 @@ class _PatchProduct(torch.autograd.Function):
         blocks = rows // _PatchProduct.BLOCK
         full = blocks * _PatchProduct.BLOCK
         grad_weight = torch.bmm(columns[:, :full].unflatten(1, (blocks, _PatchProduct.BLOCK)).transpose(0, 1),
-                                grad[:full].view(blocks, _PatchProduct.BLOCK, -1)).sum(0)
+                                grad[:full].reshape(blocks, _PatchProduct.BLOCK, -1)).sum(0)
         if full < rows:
             grad_weight.addmm_(columns[:, full:], grad[full:])
         return grad_columns, grad_weight, None

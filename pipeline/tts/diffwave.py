@@ -162,6 +162,21 @@ class DiffWave(ModelMixin, ConfigMixin):
         self.output_projection = _conv1d(residual_channels, 1, 1)
         nn.init.zeros_(self.output_projection.weight)
 
+    @classmethod
+    def from_pretrained(cls, *args: Any, **kwargs: Any) -> DiffWave:
+        """diffusers' loading, then every parameter and buffer moved out of the file's memory into a fresh allocation.
+
+        safetensors hands out tensors at 16-byte offsets of its memory map, and MKL's matrix products on AVX2 CPUs
+        round differently for operands so aligned: a loaded vocoder sampled up to 1e-7 away from the one that was
+        saved. Fresh tensors are 64-byte aligned, like those of a model built in memory (sampling, and training
+        continued from a saved vocoder, then compute what the saved model computed).
+        """
+        model = super().from_pretrained(*args, **kwargs)
+        with torch.no_grad():
+            for tensor in [*model.parameters(), *model.buffers()]:
+                tensor.data = tensor.data.clone()
+        return model
+
     def upsample(self, mel: torch.Tensor) -> torch.Tensor:
         """(B, n_mels, frames) -> channel-last (B, frames * hop, n_mels): done once per utterance when sampling."""
         return self.upsampler(mel).transpose(1, 2).contiguous()

@@ -91,7 +91,6 @@ class Vocoder:
             raise ModelError(f"{path}: no {SETTINGS_FILE} (not a vocoder saved by this toolkit?)")
         settings = VocoderSettings.from_dict(json.loads(settings_path.read_text(encoding="utf-8")))
         model = DiffWave.from_pretrained(str(path)).to(device).eval()
-        _own_memory(model)
         return cls(model, MelConfig.load(path), settings)
 
     def save_pretrained(self, path: str | Path) -> None:
@@ -145,15 +144,3 @@ class Vocoder:
         n = len(audio)
         wave = torch.nn.functional.pad(wave, (0, max(0, n - wave.shape[-1])))[:n]
         return wave.numpy().astype(np.float32)
-
-
-@torch.no_grad()
-def _own_memory(model: torch.nn.Module) -> None:
-    """Move every parameter and buffer out of the loaded file's memory into a fresh allocation.
-
-    safetensors hands out tensors at 16-byte offsets of its memory map; MKL's matrix products on AVX2
-    CPUs round differently for operands so aligned, so a loaded vocoder sampled up to 1e-7 away from the
-    one that was saved. Fresh tensors are 64-byte aligned, like those of a model built in memory.
-    """
-    for tensor in [*model.parameters(), *model.buffers()]:
-        tensor.data = tensor.data.clone()

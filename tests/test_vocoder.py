@@ -169,6 +169,25 @@ def test_metrics_on_known_signals(voc_corpus: Path) -> None:
     assert 0.0 < log_mel_l1(audio, gl, fe) < log_mel_l1(audio, noisy, fe) + 1.0
 
 
+@pytest.mark.parametrize("batch", [1, 2])
+def test_sampling_forward_matches_the_training_forward(batch: int) -> None:
+    """Without autograd the layers take `_sample_forward` (fused products, tanh through a sigmoid): same numbers."""
+    torch.manual_seed(0)
+    model = DiffWave(**model_kwargs({"preset": "tiny"}))
+    for p in model.parameters():  # the output layer starts at zero: give every weight a value
+        torch.nn.init.normal_(p, std=0.3)
+    frames = 12
+    mel = torch.randn(batch, 80, frames) - 4
+    audio = torch.randn(batch, frames * model.config.hop_length)
+    steps = torch.tensor([3.0, 41.5][:batch])
+    trained = model(audio, mel, steps)
+    assert trained.requires_grad
+    with torch.inference_mode():
+        sampled = model(audio, mel, steps)
+    assert trained.abs().max() > 0.1
+    torch.testing.assert_close(sampled, trained.detach(), rtol=1e-5, atol=1e-5)
+
+
 def test_overfitting_one_crop_reduces_the_loss() -> None:
     torch.manual_seed(0)
     model = DiffWave(**model_kwargs({"preset": "tiny"}))

@@ -186,6 +186,9 @@ def test_sampling_forward_matches_the_training_forward(batch: int) -> None:
         sampled = model(audio, mel, steps)
     assert trained.abs().max() > 0.1
     torch.testing.assert_close(sampled, trained.detach(), rtol=1e-5, atol=1e-5)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):  # bf16 runs evaluate under autocast
+        mixed = model(audio, mel, steps)
+    torch.testing.assert_close(mixed.float(), trained.detach(), rtol=0.1, atol=0.1)
 
 
 def test_overfitting_one_crop_reduces_the_loss() -> None:

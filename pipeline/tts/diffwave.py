@@ -265,7 +265,8 @@ class DiffWave(ModelMixin, ConfigMixin):
         w_in = self.input_projection.weight[:, 0, 0]
         x = F.relu(audio.unsqueeze(-1) * w_in + self.input_projection.bias)  # (B, T, C)
         skip: torch.Tensor | None = None
-        work = None if torch.is_grad_enabled() else _Workspace(x)
+        # the sampling form's in-place products need one dtype: under autocast the layers keep the autograd form
+        work = None if torch.is_grad_enabled() or torch.is_autocast_enabled(x.device.type) else _Workspace(x)
         for layer in self.layers:
             x, s = layer(x, cond, emb, work)
             if work is None:

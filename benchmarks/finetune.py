@@ -4,7 +4,8 @@
 Both arms train the same model (built from one recipe by our own `build_task` + `ASRTask.setup`, after the
 same `set_seed`, so the initial weights are identical) on the same utterances for the same number of epochs
 with the same learning rate, schedule, warm-up, weight decay, Adam betas, gradient clipping and seed, and
-without augmentation (speed perturbation, VTLP and SpecAugment masking are all switched off), so that only
+without augmentation (speed perturbation, VTLP and SpecAugment masking are all switched off) and with the model's
+own CTC loss alone (the recipe's intermediate CTC off), so that only
 the training machinery differs:
 
 - reference: `transformers.Trainer` as in transformers' examples/pytorch/speech-recognition/
@@ -90,7 +91,7 @@ def _recipes(s: Setup, arm: str) -> tuple[Any, Any]:
     """(training recipe, evaluation data spec): the user's recipe, like for like in both arms.
 
     The training recipe has no evaluation split (both arms are evaluated afterwards by the same code),
-    no augmentation or masking, no mid-run evaluation or checkpoint and no wall-clock cap.
+    no augmentation or masking, no intermediate CTC, no mid-run evaluation or checkpoint and no wall-clock cap.
     """
     from pipeline.config import load_recipe
 
@@ -101,7 +102,8 @@ def _recipes(s: Setup, arm: str) -> tuple[Any, Any]:
     never = 10**9
     bench = [
         f"output_dir={Path(s.output) / arm}", "data.eval=null", "data.augment.speed=null", "data.augment.vtlp=0",
-        "model.mask_time_prob=0", "model.mask_feature_prob=0", "train.max_minutes=null", "train.max_steps=null",
+        "model.mask_time_prob=0", "model.mask_feature_prob=0", "model.inter_ctc_weight=0",  # the reference has one loss
+        "train.max_minutes=null", "train.max_steps=null",
         f"train.eval_every={never}", f"train.save_every={never}", "train.resume=false", f"train.threads={s.threads}",
     ]
     if s.epochs is not None:

@@ -81,6 +81,11 @@ class ModelConfig:
     mask_feature_length: int | None = None
     layerdrop: float | None = None
     dropout: float | None = None  # hidden dropout / encoder dropout, family-specific key
+    # Intermediate CTC (Lee & Watanabe, 2021): the output layer also reads the hidden states after encoder
+    # layer `inter_ctc_layer` (None: the middle one) and that CTC loss gets this share of the total. The
+    # layer is shared, so the saved model is unchanged.
+    inter_ctc_weight: float = 0.0
+    inter_ctc_layer: int | None = None
     revision: str | None = None
 
 
@@ -408,6 +413,8 @@ def validate(recipe: Recipe) -> None:
         raise RecipeError("train.sortagrad_epochs: must be >= 0")
     if not 0 <= t.max_padding < 1:
         raise RecipeError("train.max_padding: must be in [0, 1)")
+    if not 0 <= recipe.model.inter_ctc_weight < 1:
+        raise RecipeError(f"model.inter_ctc_weight: must be in [0, 1), got {recipe.model.inter_ctc_weight}")
     for key in ("speed", "tempo"):
         span = getattr(recipe.data.augment, key)
         if span is not None and (len(span) != 2 or not 0 < span[0] <= span[1]):

@@ -48,7 +48,7 @@ QUICKSTART = ROOT / "recipes" / "asr" / "conformer_quickstart.yaml"
 # The quickstart recipe, shrunk and made deterministic.
 TINY_PARAKEET = [
     "model.config.encoder_config.hidden_size=32",
-    "model.config.encoder_config.num_hidden_layers=1",
+    "model.config.encoder_config.num_hidden_layers=2",  # the recipe's intermediate CTC reads layer 1
     "model.config.encoder_config.num_attention_heads=2",
     "model.config.encoder_config.intermediate_size=64",
     "model.config.encoder_config.subsampling_conv_channels=32",
@@ -85,6 +85,7 @@ model:
     layerdrop: 0.0
   mask_time_prob: 0.0
   mask_feature_prob: 0.0
+  inter_ctc_weight: 0.0
 """
 
 # Training wrapper used where per-process facts are needed (each rank writes probe-rank{R}.json):

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from pipeline.errors import ModelError
-from pipeline.tts.diffwave import PRESETS, DiffWave, model_kwargs, split_hop
+from pipeline.tts.diffwave import PRESETS, DiffWave, Workspace, model_kwargs, split_hop
 from pipeline.tts.inference import Vocoder, VocoderSettings
 from pipeline.tts.mel import MelFrontEnd, check_compatible, get_mel_config
 from pipeline.tts.metrics import GriffinLim, log_mel_l1, mr_stft, pesq_wb, stoi
@@ -189,6 +189,32 @@ def test_sampling_forward_matches_the_training_forward(batch: int) -> None:
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):  # bf16 runs evaluate under autocast
         mixed = model(audio, mel, steps)
     torch.testing.assert_close(mixed.float(), trained.detach(), rtol=0.1, atol=0.1)
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_conditioning_kept_across_steps_gives_the_same_noise(batch: int) -> None:
+    """A Workspace kept across a sample's steps computes each layer's conditioning once; every step still predicts
+    what a fresh forward does, whether all layers, some (a small budget) or none are kept, and a new mel is not
+    served the old one's conditioning."""
+    torch.manual_seed(0)
+    model = DiffWave(**model_kwargs({"preset": "tiny"}))
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    hop = model.config.hop_length
+    mels = [torch.randn(batch, 80, 12) - 4, torch.randn(batch, 80, 12) - 4]
+    per_layer_mb = batch * (12 * hop + 8) * 2 * model.config.residual_channels * 4 / 2**20  # rows x 2C floats, upper bound
+    for budget, kept in ((0.0, 0), (2.5 * per_layer_mb, 2), (1e3, len(model.layers))):
+        work = Workspace(budget)
+        with torch.inference_mode():
+            for mel in mels:
+                upsampled = model.upsample(mel)
+                for t in (41.5, 20.0, 3.0):
+                    audio, step = torch.randn(batch, 12 * hop), torch.full((batch,), t)
+                    fresh = model(audio, mel, step)
+                    kept_out = model(audio, None, step, upsampled=upsampled, workspace=work)
+                    assert fresh.abs().max() > 0.1
+                    torch.testing.assert_close(kept_out, fresh, rtol=0, atol=0)
+                    assert len(work.conditioning) == kept
 
 
 def test_overfitting_one_crop_reduces_the_loss() -> None:

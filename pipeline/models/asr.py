@@ -32,7 +32,7 @@ from transformers import (
 
 from pipeline.config import ModelConfig
 from pipeline.data.text import PAD, UNK, WORD_DELIMITER
-from pipeline.errors import ModelError
+from pipeline.errors import ModelError, RecipeError
 
 logger = logging.getLogger(__name__)
 
@@ -232,6 +232,30 @@ def output_layer(model: PreTrainedModel) -> torch.nn.Module | None:
         if isinstance(head, torch.nn.Module):
             return head
     return None
+
+
+def inter_ctc_layer(family: Family, model: PreTrainedModel, layer: int | None) -> int:
+    """The encoder layer whose output the intermediate CTC loss reads (`model.inter_ctc_layer`; None: the middle one).
+
+    Only where that output is what the head reads from the last layer: Parakeet's encoder adds nothing after
+    its layers. (The wav2vec2-style encoders differ by variant: a final layer norm, an adapter.)
+    """
+    if family.name != "parakeet":
+        raise RecipeError(f"model.inter_ctc_weight: intermediate CTC is supported for the parakeet family, not {family.name}")
+    layers = int(model.config.encoder_config.num_hidden_layers)
+    chosen = layers // 2 if layer is None else layer
+    if not 1 <= chosen < layers:
+        raise RecipeError(f"model.inter_ctc_layer: must be an encoder layer from 1 to {layers - 1} (the last is the "
+                          f"output itself), got {chosen}")
+    return chosen
+
+
+def ctc_loss(logits: torch.Tensor, labels: torch.Tensor, frames: torch.Tensor, blank: int) -> torch.Tensor:
+    """Summed CTC loss of (batch, frames, vocab) logits against -100-padded labels, as the *ForCTC models sum it."""
+    targets = labels.clamp(min=0)
+    log_probs = torch.log_softmax(logits, dim=-1, dtype=torch.float32).transpose(0, 1)
+    return torch.nn.functional.ctc_loss(log_probs, targets, frames, (labels >= 0).sum(-1), blank=blank,
+                                        reduction="sum", zero_infinity=True)
 
 
 def reset_output_layer(model: PreTrainedModel) -> None:

@@ -18,14 +18,17 @@ from pipeline.data.sources import describe_spec, load_spec
 from pipeline.data.text import build_vocab, get_normalizer
 from pipeline.errors import DataError, ModelError, RecipeError
 from pipeline.evaluation.evaluate import PIPELINE_META, default_cache_dir, score, transcribe_table
-from pipeline.evaluation.inference import Transcriber, pad_features, utterance_features
+from pipeline.evaluation.inference import Transcriber, output_mask, pad_features, utterance_features
 from pipeline.io import write_json, write_text
 from pipeline.models.asr import (
     build_model,
     character_tokenizer,
+    ctc_loss,
     detect_family,
+    inter_ctc_layer,
     load_checkpoint_tokenizer,
     load_feature_extractor,
+    output_layer,
     preflight,
     subword_tokenizer,
 )
@@ -121,6 +124,8 @@ class ASRTask(ModelHolder):
             self.report.write(Path(r.output_dir) / "data_report.json")
         self._model = build_model(self.family, m, tokenizer, keep_head=keep_tokenizer)
         preflight(self._model, tokenizer, where=m.name_or_path or "model.config")
+        if m.inter_ctc_weight:
+            self._inter_ctc_layer = inter_ctc_layer(self.family, self._model, m.inter_ctc_layer)
         self._durations = [float(x) for x in self.train["duration"]]
         self._audio = self.train["audio"]
         self._text = self.train["text"]
@@ -209,9 +214,19 @@ class ASRTask(ModelHolder):
     def loss(self, model: torch.nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         device = next(model.parameters()).device
         key = self.feature_extractor.model_input_names[0]
-        out = model(**{key: batch[key].to(device)}, attention_mask=batch["attention_mask"].to(device),
-                    labels=batch["labels"].to(device))
-        return out.loss.float(), torch.tensor(float(batch["units"]))
+        m = self.recipe.model
+        attention_mask, labels = batch["attention_mask"].to(device), batch["labels"].to(device)
+        out = model(**{key: batch[key].to(device)}, attention_mask=attention_mask, labels=labels,
+                    output_hidden_states=bool(m.inter_ctc_weight))
+        loss = out.loss.float()
+        if m.inter_ctc_weight:
+            hidden = out.hidden_states[self._inter_ctc_layer]
+            base = getattr(model, "module", model)
+            logits = output_layer(base)(hidden)
+            frames = output_mask(model, attention_mask, attention_mask, logits.shape[1]).sum(-1)
+            inter = ctc_loss(logits, labels, frames, base.config.pad_token_id)
+            loss = (1 - m.inter_ctc_weight) * loss + m.inter_ctc_weight * inter
+        return loss, torch.tensor(float(batch["units"]))
 
     # ---------------------------------------------------------------------------------------
     def evaluate(self, accelerator: Accelerator, model: torch.nn.Module, limit: int | None = None) -> dict[str, Any]:

@@ -32,6 +32,7 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
 from pipeline.errors import ModelError
+from pipeline.tts.diffwave import Workspace
 from pipeline.tts.spectral import SpectralShaper
 
 SAMPLERS = ("fast", "ddim", "dpm", "ddpm")
@@ -113,12 +114,15 @@ def sample(
     train: DDPMScheduler | None = None,
     fast_betas: Sequence[float] = FAST_BETAS,
     shaper: SpectralShaper | None = None,
+    conditioning_mb: float = 512.0,
 ) -> torch.Tensor:
     """Waveforms (B, frames * hop) in [-1, 1] from log-mels (B, n_mels, frames).
 
     `std`: PriorGrad sigma at the sample rate (B, frames * hop), or None for the standard N(0, I) prior.
     `shaper`: the spectral prior the network was trained with (then `std` must be None).
     `generator`: a CPU generator for every random draw (reproducible sampling).
+    `conditioning_mb`: memory for each layer's conditioning, computed at the first step and kept for the others
+    (`diffwave.Workspace`; 0 recomputes it at every step, the result is the same).
     """
     train = train or training_scheduler()
     num_train = int(train.config.num_train_timesteps)
@@ -133,13 +137,14 @@ def sample(
     shape = (mel.shape[0], mel.shape[-1] * hop)
     sigma = torch.ones(shape, device=device) if std is None else std.to(device, torch.float32).expand(shape)
     upsampled = model.upsample(mel)
+    workspace = Workspace(conditioning_mb)
 
     def randn() -> torch.Tensor:
         return torch.randn(shape, generator=generator).to(device)
 
     def eps(y: torch.Tensor, t: float | int) -> torch.Tensor:
         step = torch.full((shape[0],), float(t), device=device)
-        return model(sigma * y, None, step, upsampled=upsampled) / sigma
+        return model(sigma * y, None, step, upsampled=upsampled, workspace=workspace) / sigma
 
     y = randn()
     if sampler == "fast":

@@ -215,6 +215,10 @@ def test_conditioning_kept_across_steps_gives_the_same_noise(batch: int) -> None
                     assert fresh.abs().max() > 0.1
                     torch.testing.assert_close(kept_out, fresh, rtol=0, atol=0)
                     assert len(work.conditioning) == kept
+                if batch == 1:  # the same mel for a batch of two noisy signals: sums laid out for that batch
+                    audio, step = torch.randn(2, 12 * hop), torch.full((2,), 7.0)
+                    torch.testing.assert_close(model(audio, None, step, upsampled=upsampled, workspace=work),
+                                               model(audio, mel, step), rtol=0, atol=0)
 
 
 def test_overfitting_one_crop_reduces_the_loss() -> None:

@@ -193,13 +193,15 @@ class Workspace:
         self.conditioning: dict[nn.Module, torch.Tensor] = {}
         self.conditioning_bytes = int(conditioning_mb * 2**20)
         self.source: torch.Tensor | None = None  # the upsampled mel the kept conditioning belongs to
+        self.shape: torch.Size | None = None  # and the shape of the layers' input
 
     def bind(self, like: torch.Tensor, source: torch.Tensor) -> None:
-        """Use for a forward on `source` (the upsampled mel) with buffers like `like`: a new source drops the kept conditioning."""
+        """Use for a forward on `source` (the upsampled mel) with buffers like `like`: a new source or input shape drops
+        the kept conditioning."""
         if self.like is None or self.like.dtype != like.dtype or self.like.device != like.device:
             self.like, self.buffers = like, {}
-        if source is not self.source:
-            self.source, self.conditioning = source, {}
+        if source is not self.source or like.shape != self.shape:  # the kept sums are laid out for one batch shape
+            self.source, self.shape, self.conditioning = source, like.shape, {}
 
     def keep_conditioning(self, layer: nn.Module, numel: int) -> torch.Tensor | None:
         """A new buffer kept for `layer`'s conditioning, or None when the budget is spent."""

@@ -250,14 +250,6 @@ def inter_ctc_layer(family: Family, model: PreTrainedModel, layer: int | None) -
     return chosen
 
 
-def ctc_loss(logits: torch.Tensor, labels: torch.Tensor, frames: torch.Tensor, blank: int) -> torch.Tensor:
-    """Summed CTC loss of (batch, frames, vocab) logits against -100-padded labels, as the *ForCTC models sum it."""
-    targets = labels.clamp(min=0)
-    log_probs = torch.log_softmax(logits, dim=-1, dtype=torch.float32).transpose(0, 1)
-    return torch.nn.functional.ctc_loss(log_probs, targets, frames, (labels >= 0).sum(-1), blank=blank,
-                                        reduction="sum", zero_infinity=True)
-
-
 def reset_output_layer(model: PreTrainedModel) -> None:
     """Fresh weights for the output layer (normal, std = config.initializer_range; zero bias)."""
     head = output_layer(model)

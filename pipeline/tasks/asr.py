@@ -23,7 +23,6 @@ from pipeline.io import write_json, write_text
 from pipeline.models.asr import (
     build_model,
     character_tokenizer,
-    ctc_loss,
     detect_family,
     inter_ctc_layer,
     load_checkpoint_tokenizer,
@@ -224,7 +223,9 @@ class ASRTask(ModelHolder):
             base = getattr(model, "module", model)
             logits = output_layer(base)(hidden)
             frames = output_mask(model, attention_mask, attention_mask, logits.shape[1]).sum(-1)
-            inter = ctc_loss(logits, labels, frames, base.config.pad_token_id)
+            inter = base.loss_function(logits=logits, labels=labels, logit_lengths=frames,  # the model's own CTC loss
+                                       blank_token_id=base.config.pad_token_id, reduction=base.config.ctc_loss_reduction,
+                                       zero_infinity=base.config.ctc_zero_infinity).float()
             loss = (1 - m.inter_ctc_weight) * loss + m.inter_ctc_weight * inter
         return loss, torch.tensor(float(batch["units"]))
 

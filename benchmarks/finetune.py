@@ -103,6 +103,7 @@ def _recipes(s: Setup, arm: str) -> tuple[Any, Any]:
     bench = [
         f"output_dir={Path(s.output) / arm}", "data.eval=null", "data.augment.speed=null", "data.augment.vtlp=0",
         "model.mask_time_prob=0", "model.mask_feature_prob=0", "model.inter_ctc_weight=0",  # the reference has one loss
+        "train.optimizer=adamw",  # and AdamW: same hyper-parameters
         "train.max_minutes=null", "train.max_steps=null",
         f"train.eval_every={never}", f"train.save_every={never}", "train.resume=false", f"train.threads={s.threads}",
     ]

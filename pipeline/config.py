@@ -100,6 +100,11 @@ class TrainConfig:
     learning_rate: float = 1e-4
     weight_decay: float = 0.0
     adam_beta2: float = 0.98
+    # "muon": Muon (torch.optim.Muon) on the hidden Linear weight matrices, AdamW on the rest, one learning
+    # rate (pipeline.training.optimizers)
+    optimizer: Literal["adamw", "muon"] = "adamw"
+    muon_momentum: float = 0.95
+    muon_ns_steps: int = 5  # Newton-Schulz iterations orthogonalising each update: its cost, on CPUs a large one
     warmup_steps: int | None = None
     warmup_ratio: float = 0.1
     lr_schedule: Literal["linear", "cosine", "constant"] = "linear"
@@ -413,6 +418,9 @@ def validate(recipe: Recipe) -> None:
         raise RecipeError("train.sortagrad_epochs: must be >= 0")
     if not 0 <= t.max_padding < 1:
         raise RecipeError("train.max_padding: must be in [0, 1)")
+    if not 0 <= t.muon_momentum < 1 or t.muon_ns_steps < 1:
+        raise RecipeError(f"train.muon_momentum must be in [0, 1) and train.muon_ns_steps >= 1, got {t.muon_momentum} "
+                          f"and {t.muon_ns_steps}")
     if not 0 <= recipe.model.inter_ctc_weight < 1:
         raise RecipeError(f"model.inter_ctc_weight: must be in [0, 1), got {recipe.model.inter_ctc_weight}")
     for key in ("speed", "tempo"):

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -46,10 +47,11 @@ def loss_steps(log: list[dict]) -> list[tuple[int, float, float]]:
     return [(r["step"], r["loss"], r["lr"]) for r in log if "loss" in r]
 
 
-def test_killed_and_resumed_run_equals_uninterrupted_run(tiny_corpus: Path, tiny_recipe_overrides, run_script,
-                                                         tmp_path: Path) -> None:
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_killed_and_resumed_run_equals_uninterrupted_run(optimizer: str, tiny_corpus: Path, tiny_recipe_overrides,
+                                                         run_script, tmp_path: Path) -> None:
     common = [
-        str(QUICKSTART), *tiny_recipe_overrides("parakeet"),
+        str(QUICKSTART), *tiny_recipe_overrides("parakeet"), f"train.optimizer={optimizer}",
         f"data.train={tiny_corpus / 'train'}", f"data.eval={tiny_corpus / 'test'}",
         "train.max_steps=8", "train.save_every=2", "train.eval_every=1000", "train.log_every=1",
         "train.batch_seconds=6", "train.keep_last=2",

@@ -19,17 +19,19 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration, set_seed
+from accelerate.utils import DistributedDataParallelKwargs, DistributedType, ProjectConfiguration, set_seed
 from torch.utils.data import DataLoader
 from transformers import get_scheduler
 
 from pipeline.config import Recipe, dump_recipe
 from pipeline.data.batching import DurationBatchSampler
+from pipeline.errors import RecipeError
 from pipeline.io import write_json, write_text
 from pipeline.models.fast_forward import speed_up
 from pipeline.tasks.base import Task
 from pipeline.training.allocator import keep_freed_memory
 from pipeline.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from pipeline.training.optimizers import build_optimizer
 from pipeline.training.plots import plot_history
 
 logger = logging.getLogger(__name__)
@@ -39,10 +41,8 @@ def make_accelerator(recipe: Recipe) -> Accelerator:
     cpu = not torch.cuda.is_available() or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true")
     mp = recipe.train.mixed_precision
     if mp == "fp16" and cpu:
-        from pipeline.errors import RecipeError
-
         raise RecipeError("train.mixed_precision=fp16 needs a GPU; use bf16 (works on CPU) or no")
-    return Accelerator(
+    acc = Accelerator(
         cpu=cpu,
         mixed_precision=mp,
         log_with="tensorboard",
@@ -50,6 +50,10 @@ def make_accelerator(recipe: Recipe) -> Accelerator:
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
         step_scheduler_with_optimizer=False,
     )
+    if recipe.train.optimizer == "muon" and acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        raise RecipeError(f"train.optimizer=muon needs whole weight matrices on every process, not shards "
+                          f"({acc.distributed_type.value}): use adamw, or one process / DDP")
+    return acc
 
 
 class _Rows(torch.utils.data.Dataset):
@@ -81,20 +85,6 @@ class Trainer:
             seed=self.recipe.seed, sorted_epochs=t.sortagrad_epochs,
         )
 
-    def _optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
-        t = self.recipe.train
-        decay, no_decay = [], []
-        for name, p in model.named_parameters():
-            if not p.requires_grad:
-                continue
-            (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
-        groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-        # The fused kernel (CPU and CUDA) updates every tensor in one pass: a quickstart step on 2 CPU cores
-        # takes 117 instead of 135 ms with it. transformers' Trainer uses it by default too.
-        params = decay + no_decay
-        fused = bool(params) and all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
-        return torch.optim.AdamW(groups, lr=t.learning_rate, betas=(0.9, t.adam_beta2), eps=1e-8, fused=fused or None)
-
     def _log(self, record: dict[str, Any]) -> None:
         self.history.append(record)
         if self.acc.is_main_process:
@@ -115,7 +105,7 @@ class Trainer:
 
         # Measured on CPUs only (oneDNN kernels): GPU runs keep transformers' forwards until measured there.
         model = speed_up(task.model) if t.fast_forward and acc.device.type == "cpu" else task.model
-        optimizer = self._optimizer(model)
+        optimizer = build_optimizer(model, t)
         sampler = self._sampler()
         # Each epoch packs its own batches, so epochs may differ by a batch or two: count them all.
         if t.max_steps is not None:

@@ -1,0 +1,87 @@
+"""The loop's optimizers: AdamW, or Muon on the hidden weight matrices with AdamW on the rest.
+
+Muon (Jordan et al., 2024; torch.optim.Muon) orthogonalises each weight matrix's momentum before the
+update, which trains transformers in fewer steps than AdamW. It is defined for 2-D matrices only, and
+its authors keep embeddings, output layers, biases and norms on AdamW: `MuonWithAdamW` runs both as
+one optimizer, so the loop's one LR scheduler, gradient clipping and checkpoints see a single object.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from pipeline.config import TrainConfig
+
+# Output layers stay on AdamW (Muon's authors' advice): CTC heads of the model families, SSL projections.
+_OUTPUT_LAYERS = ("lm_head", "ctc_head", "project_q", "project_hid", "quantizer")
+
+
+def muon_matrices(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """Weights of the model's hidden `nn.Linear` layers: the matrices Muon updates, in module order."""
+    found: dict[int, torch.nn.Parameter] = {}
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear) and not any(part in _OUTPUT_LAYERS for part in name.split(".")):
+            if module.weight.requires_grad and min(module.weight.shape) > 1:
+                found.setdefault(id(module.weight), module.weight)
+    return list(found.values())
+
+
+class MuonWithAdamW(torch.optim.Optimizer):
+    """Muon for `matrices`, AdamW for every other parameter, behind one Optimizer interface.
+
+    The param groups are the two inner optimizers' own dicts, so an LR scheduler that sets `lr` on
+    this optimizer's groups sets it on theirs. Muon's step is scaled to AdamW's update size
+    (`adjust_lr_fn="match_rms_adamw"`, Moonshot's rule), so one learning rate serves both.
+    """
+
+    def __init__(self, matrices: list[torch.nn.Parameter], adamw_groups: list[dict[str, Any]], lr: float,
+                 weight_decay: float, momentum: float, ns_steps: int = 5, **adamw_kwargs: Any) -> None:
+        self.muon = torch.optim.Muon(matrices, lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=True,
+                                     ns_steps=ns_steps, adjust_lr_fn="match_rms_adamw")
+        self.adamw = torch.optim.AdamW(adamw_groups, lr=lr, **adamw_kwargs)
+        super().__init__([*self.muon.param_groups, *self.adamw.param_groups], {})
+        self.param_groups = [*self.muon.param_groups, *self.adamw.param_groups]
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:
+        loss = self.muon.step(closure)
+        self.adamw.step()
+        return loss
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.muon.zero_grad(set_to_none)
+        self.adamw.zero_grad(set_to_none)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"muon": self.muon.state_dict(), "adamw": self.adamw.state_dict()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.muon.load_state_dict(state_dict["muon"])
+        self.adamw.load_state_dict(state_dict["adamw"])
+        self.param_groups = [*self.muon.param_groups, *self.adamw.param_groups]
+
+
+def build_optimizer(model: torch.nn.Module, t: TrainConfig) -> torch.optim.Optimizer:
+    """`train.optimizer`: AdamW over everything, or Muon on the hidden matrices with AdamW on the rest.
+
+    Weight decay applies to matrices and convolution kernels, not to biases and norms.
+    """
+    matrices = muon_matrices(model) if t.optimizer == "muon" else []
+    on_muon = {id(p) for p in matrices}
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad or id(p) in on_muon:
+            continue
+        (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
+    groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    # The fused kernel (CPU and CUDA) updates every tensor in one pass: a quickstart step on 2 CPU cores
+    # takes 117 instead of 135 ms with it. transformers' Trainer uses it by default too.
+    params = decay + no_decay
+    fused = bool(params) and all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+    adamw = {"betas": (0.9, t.adam_beta2), "eps": 1e-8, "fused": fused or None}
+    if not matrices:
+        return torch.optim.AdamW(groups, lr=t.learning_rate, **adamw)
+    return MuonWithAdamW(matrices, groups, lr=t.learning_rate, weight_decay=t.weight_decay, momentum=t.muon_momentum,
+                         ns_steps=t.muon_ns_steps, **adamw)

@@ -1,0 +1,139 @@
+"""train.optimizer: Muon on the hidden matrices with AdamW on the rest, as one optimizer of the loop."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import Wav2Vec2Config, Wav2Vec2ForCTC, get_scheduler
+
+from pipeline.config import TrainConfig
+from pipeline.training.optimizers import MuonWithAdamW, build_optimizer, muon_matrices
+
+QUICKSTART = str(Path(__file__).resolve().parents[1] / "recipes" / "asr" / "conformer_quickstart.yaml")
+
+
+def tiny_wav2vec2() -> Wav2Vec2ForCTC:
+    torch.manual_seed(0)
+    cfg = Wav2Vec2Config(vocab_size=12, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=24,
+                         conv_dim=(8, 8), conv_stride=(5, 4), conv_kernel=(10, 8), num_conv_pos_embeddings=8,
+                         num_conv_pos_embedding_groups=2)
+    return Wav2Vec2ForCTC(cfg).eval()  # no dropout or masking: the same forward for every copy
+
+
+def train_steps(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler, seeds: range) -> None:
+    for seed in seeds:
+        g = torch.Generator().manual_seed(seed)
+        x = torch.randn(2, 1600, generator=g)
+        labels = torch.randint(1, 12, (2, 5), generator=g)
+        model(x, labels=labels).loss.backward()
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+
+
+def test_muon_takes_the_hidden_linear_weights_only() -> None:
+    model = tiny_wav2vec2()
+    names = {id(p): n for n, p in model.named_parameters()}
+    chosen = {names[id(p)] for p in muon_matrices(model)}
+    assert "wav2vec2.encoder.layers.0.attention.q_proj.weight" in chosen
+    assert "wav2vec2.encoder.layers.1.feed_forward.output_dense.weight" in chosen
+    assert "wav2vec2.feature_projection.projection.weight" in chosen
+    assert not any(n.startswith("lm_head") for n in chosen)  # the output layer stays on AdamW
+    assert all(n.endswith(".weight") and "norm" not in n and "conv" not in n for n in chosen)
+    optimizer = build_optimizer(model, TrainConfig(optimizer="muon", learning_rate=1e-3, weight_decay=0.01))
+    assert isinstance(optimizer, MuonWithAdamW)
+    on_adamw = {id(p) for g in optimizer.adamw.param_groups for p in g["params"]}
+    on_muon = {id(p) for g in optimizer.muon.param_groups for p in g["params"]}
+    assert not on_adamw & on_muon
+    assert on_adamw | on_muon == {id(p) for p in model.parameters()}  # every parameter is trained, once
+    assert isinstance(build_optimizer(model, TrainConfig()), torch.optim.AdamW)
+
+
+def test_one_step_equals_torch_muon_and_adamw_side_by_side() -> None:
+    """The combination adds nothing to the two optimizers' updates, and the scheduler's LR reaches both."""
+    a, b = tiny_wav2vec2(), tiny_wav2vec2()
+    t = TrainConfig(optimizer="muon", learning_rate=2e-3, weight_decay=0.01, warmup_steps=2, lr_schedule="linear")
+    combined = build_optimizer(a, t)
+    sched = get_scheduler("linear", combined, num_warmup_steps=2, num_training_steps=6)
+
+    mats = muon_matrices(b)
+    rest = [p for p in b.parameters() if all(p is not m for m in mats)]
+    muon = torch.optim.Muon(mats, lr=2e-3, weight_decay=0.01, momentum=0.95, nesterov=True, adjust_lr_fn="match_rms_adamw")
+    decay = [p for n, p in b.named_parameters() if any(p is q for q in rest) and p.ndim >= 2 and "norm" not in n]
+    no_decay = [p for p in rest if all(p is not q for q in decay)]
+    adamw = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
+                              lr=2e-3, betas=(0.9, 0.98), eps=1e-8, fused=True)
+    scheds = [get_scheduler("linear", o, num_warmup_steps=2, num_training_steps=6) for o in (muon, adamw)]
+
+    for seed in range(4):
+        train_steps(a, combined, sched, range(seed, seed + 1))
+        g = torch.Generator().manual_seed(seed)
+        x, labels = torch.randn(2, 1600, generator=g), torch.randint(1, 12, (2, 5), generator=g)
+        b(x, labels=labels).loss.backward()
+        muon.step()
+        adamw.step()
+        for s in scheds:
+            s.step()
+        muon.zero_grad(set_to_none=True)
+        adamw.zero_grad(set_to_none=True)
+        assert {g["lr"] for g in combined.muon.param_groups} == {g["lr"] for g in muon.param_groups}
+        for (name, pa), pb in zip(a.named_parameters(), b.parameters(), strict=True):
+            torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-7, msg=name)
+    assert combined.muon.param_groups[0]["lr"] == pytest.approx(2e-3 * 2 / 4)  # warm-up, then linear decay: step 4 of 6
+
+
+def test_state_dict_round_trip_continues_exactly() -> None:
+    """A checkpointed optimizer (accelerate saves its state_dict) continues as if never interrupted."""
+    t = TrainConfig(optimizer="muon", learning_rate=2e-3, weight_decay=0.01)
+    a = tiny_wav2vec2()
+    opt_a = build_optimizer(a, t)
+    sched_a = get_scheduler("cosine", opt_a, num_warmup_steps=1, num_training_steps=6)
+    train_steps(a, opt_a, sched_a, range(3))
+    saved_model, saved_opt, saved_sched = copy.deepcopy(a.state_dict()), copy.deepcopy(opt_a.state_dict()), sched_a.state_dict()
+    train_steps(a, opt_a, sched_a, range(3, 6))
+
+    b = tiny_wav2vec2()
+    b.load_state_dict(saved_model)
+    opt_b = build_optimizer(b, t)
+    sched_b = get_scheduler("cosine", opt_b, num_warmup_steps=1, num_training_steps=6)
+    opt_b.load_state_dict(saved_opt)
+    sched_b.load_state_dict(saved_sched)
+    assert opt_b.muon.state and opt_b.adamw.state  # momentum buffers and Adam moments came back
+    train_steps(b, opt_b, sched_b, range(3, 6))
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters(), strict=True):
+        assert torch.equal(pa, pb), name
+
+
+def test_muon_with_sharded_parameters_is_a_recipe_error(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """FSDP and DeepSpeed hand the optimizer flat shards, which Muon cannot orthogonalise: refused up front."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedType
+
+    import pipeline.training.loop as loop
+    from pipeline.config import load_recipe
+    from pipeline.errors import RecipeError
+
+    class Sharded(Accelerator):
+        @property
+        def distributed_type(self) -> DistributedType:
+            return DistributedType.FSDP
+
+    monkeypatch.setattr(loop, "Accelerator", Sharded)
+    recipe = load_recipe(QUICKSTART, [f"output_dir={tmp_path}", "train.optimizer=muon"])
+    with pytest.raises(RecipeError, match="train.optimizer=muon .*FSDP"):
+        loop.make_accelerator(recipe)
+    recipe = load_recipe(QUICKSTART, [f"output_dir={tmp_path}"])
+    assert loop.make_accelerator(recipe).distributed_type == DistributedType.FSDP  # AdamW is fine there
+
+
+@pytest.mark.parametrize("override", ["train.optimizer=lion", "train.muon_ns_steps=0", "train.muon_momentum=1.0"])
+def test_bad_optimizer_keys_are_one_line_recipe_errors(override: str, tmp_path) -> None:
+    from pipeline.config import load_recipe
+    from pipeline.errors import RecipeError
+
+    key = override.split("=")[0]
+    with pytest.raises(RecipeError, match=key.replace(".", r"\.")):
+        load_recipe(QUICKSTART, [f"output_dir={tmp_path}", override])

@@ -41,8 +41,7 @@ class MuonWithAdamW(torch.optim.Optimizer):
         self.muon = torch.optim.Muon(matrices, lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=True,
                                      ns_steps=ns_steps, adjust_lr_fn="match_rms_adamw")
         self.adamw = torch.optim.AdamW(adamw_groups, lr=lr, **adamw_kwargs)
-        super().__init__([*self.muon.param_groups, *self.adamw.param_groups], {})
-        self.param_groups = [*self.muon.param_groups, *self.adamw.param_groups]
+        super().__init__([*self.muon.param_groups, *self.adamw.param_groups], {})  # the same dicts, not copies
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:
@@ -60,6 +59,7 @@ class MuonWithAdamW(torch.optim.Optimizer):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.muon.load_state_dict(state_dict["muon"])
         self.adamw.load_state_dict(state_dict["adamw"])
+        # loading replaces the inner optimizers' group dicts: share the new ones
         self.param_groups = [*self.muon.param_groups, *self.adamw.param_groups]
 
 

@@ -105,6 +105,7 @@ class TrainConfig:
     optimizer: Literal["adamw", "muon"] = "adamw"
     muon_momentum: float = 0.95
     muon_ns_steps: int = 5  # Newton-Schulz iterations orthogonalising each update: its cost, on CPUs a large one
+    muon_convolutions: bool = False  # Muon also for ungrouped convolution kernels, flattened to matrices
     warmup_steps: int | None = None
     warmup_ratio: float = 0.1
     lr_schedule: Literal["linear", "cosine", "constant"] = "linear"

@@ -137,3 +137,120 @@ def test_bad_optimizer_keys_are_one_line_recipe_errors(override: str, tmp_path) 
     key = override.split("=")[0]
     with pytest.raises(RecipeError, match=key.replace(".", r"\.")):
         load_recipe(QUICKSTART, [f"output_dir={tmp_path}", override])
+
+
+class ConvNet(torch.nn.Module):
+    """Convolutions as FastSpeech2Conformer uses them: kernel-3 feed-forward, depthwise, 1x1, and a Linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.ff = torch.nn.Conv1d(4, 12, 3, padding=1)
+        self.depthwise = torch.nn.Conv1d(12, 12, 5, padding=2, groups=12)
+        self.pointwise = torch.nn.Conv1d(12, 6, 1)
+        self.feat_out = torch.nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.feat_out(torch.relu(self.pointwise(self.depthwise(torch.relu(self.ff(x))))).transpose(1, 2))
+
+
+def conv_steps(model: ConvNet, optimizer: torch.optim.Optimizer, seeds: range, after_backward=None) -> None:
+    for seed in seeds:
+        g = torch.Generator().manual_seed(seed)
+        x, y = torch.randn(2, 4, 9, generator=g), torch.randn(2, 9, 3, generator=g)
+        torch.nn.functional.mse_loss(model(x.to(model.ff.weight.dtype)), y.to(model.ff.weight.dtype)).backward()
+        if after_backward:
+            after_backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+
+def test_convolution_kernels_join_muon_as_flattened_matrices() -> None:
+    model = ConvNet()
+    t = TrainConfig(optimizer="muon", learning_rate=1e-2, weight_decay=0.01, muon_convolutions=True)
+    assert muon_matrices(model) == []  # Linear-only by default, and the head is an output layer
+    assert muon_matrices(model, convolutions=True) == [model.ff.weight, model.pointwise.weight]  # not depthwise
+    combined = build_optimizer(model, t)
+    on_adamw = {id(p) for g in combined.adamw.param_groups for p in g["params"]}
+    assert {id(model.depthwise.weight), id(model.feat_out.weight), id(model.ff.bias)} <= on_adamw
+    assert id(model.ff.weight) not in on_adamw and id(model.pointwise.weight) not in on_adamw
+
+    # the reference: torch's Muon on 2-D copies of the kernels, written back after each step
+    ref = ConvNet()
+    kernels = [ref.ff.weight, ref.pointwise.weight]
+    flat = [torch.nn.Parameter(k.detach().clone().flatten(1)) for k in kernels]
+    muon = torch.optim.Muon(flat, lr=1e-2, weight_decay=0.01, momentum=0.95, nesterov=True, adjust_lr_fn="match_rms_adamw")
+    rest = [p for p in ref.parameters() if all(p is not k for k in kernels)]
+    decay = [ref.depthwise.weight, ref.feat_out.weight]
+    adamw = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01},
+                               {"params": [p for p in rest if all(p is not d for d in decay)], "weight_decay": 0.0}],
+                              lr=1e-2, betas=(0.9, 0.98), eps=1e-8, fused=True)
+
+    def reference_step() -> None:
+        for f, k in zip(flat, kernels, strict=True):
+            f.grad = k.grad.flatten(1)
+        muon.step()
+        with torch.no_grad():
+            for f, k in zip(flat, kernels, strict=True):
+                k.copy_(f.view_as(k))
+
+    class Both(torch.optim.Optimizer):
+        def __init__(self) -> None:
+            self.param_groups = []
+
+        def step(self, closure=None) -> None:
+            adamw.step()
+
+        def zero_grad(self, set_to_none: bool = True) -> None:
+            ref.zero_grad(set_to_none)  # every parameter of the model, the kernels included
+            muon.zero_grad(set_to_none)
+
+    before = model.ff.weight.detach().clone()
+    conv_steps(model, combined, range(4))
+    conv_steps(ref, Both(), range(4), after_backward=reference_step)
+    assert not torch.equal(model.ff.weight, before)
+    for (name, pa), pb in zip(model.named_parameters(), ref.parameters(), strict=True):
+        torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_flattened_kernels_follow_the_model_to_new_storage_and_resume_exactly() -> None:
+    """accelerate moves the model to its device after the optimizer is built, and checkpoints reload it."""
+    t = TrainConfig(optimizer="muon", learning_rate=1e-2, muon_convolutions=True)
+    a = ConvNet()
+    opt_a = build_optimizer(a, t)
+    a.double()  # new storage for every parameter, as a move to a GPU gives
+    before = a.ff.weight.detach().clone()
+    conv_steps(a, opt_a, range(3))
+    assert not torch.equal(a.ff.weight, before)  # the update reached the model's kernel, not a stale copy
+    assert opt_a.muon.state[opt_a.muon.param_groups[0]["params"][0]]["momentum_buffer"].dtype == torch.float64
+    saved_model, saved_opt = copy.deepcopy(a.state_dict()), copy.deepcopy(opt_a.state_dict())
+    conv_steps(a, opt_a, range(3, 6))
+
+    b = ConvNet()
+    opt_b = build_optimizer(b, t)
+    b.double()
+    b.load_state_dict(saved_model)
+    opt_b.load_state_dict(saved_opt)
+    conv_steps(b, opt_b, range(3, 6))
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters(), strict=True):
+        assert torch.equal(pa, pb), name
+
+
+def test_fastspeech2conformer_puts_its_convolutional_feed_forwards_on_muon() -> None:
+    """The acoustic model's hidden weights are mostly convolutions: `muon_convolutions` is what reaches them."""
+    from transformers import FastSpeech2ConformerModel
+
+    from pipeline.tts.acoustic import model_config
+
+    model = FastSpeech2ConformerModel(model_config({"preset": "tiny"}, vocab_size=20, n_mels=80))
+    names = {id(p): n for n, p in model.named_parameters()}
+    linear_only = {names[id(p)] for p in muon_matrices(model)}
+    chosen = {names[id(p)] for p in muon_matrices(model, convolutions=True)}
+    assert linear_only < chosen
+    assert "encoder.conformer_layers.0.feed_forward.conv1.weight" in chosen  # (64, 32, 3) as a 64 x 96 matrix
+    assert "decoder.conformer_layers.0.conv_module.pointwise_conv1.weight" in chosen
+    assert "duration_predictor.conv_layers.0.conv.weight" in chosen
+    assert not any("depthwise" in n or n.startswith("speech_decoder_postnet.feat_out") for n in chosen)
+    assert "pitch_embed.conv.weight" not in chosen  # one input channel, kernel 1: a vector, not a matrix
+    on_muon = sum(model.get_parameter(n).numel() for n in chosen)
+    assert on_muon > 0.6 * sum(p.numel() for p in model.parameters())

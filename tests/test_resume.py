@@ -47,11 +47,12 @@ def loss_steps(log: list[dict]) -> list[tuple[int, float, float]]:
     return [(r["step"], r["loss"], r["lr"]) for r in log if "loss" in r]
 
 
-@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+@pytest.mark.parametrize("optimizer", ["adamw", "muon", "muon train.muon_convolutions=true"])
 def test_killed_and_resumed_run_equals_uninterrupted_run(optimizer: str, tiny_corpus: Path, tiny_recipe_overrides,
                                                          run_script, tmp_path: Path) -> None:
+    name, *more = optimizer.split()  # muon_convolutions: the Conformer's convolution kernels, flattened, on Muon
     common = [
-        str(QUICKSTART), *tiny_recipe_overrides("parakeet"), f"train.optimizer={optimizer}",
+        str(QUICKSTART), *tiny_recipe_overrides("parakeet"), f"train.optimizer={name}", *more,
         f"data.train={tiny_corpus / 'train'}", f"data.eval={tiny_corpus / 'test'}",
         "train.max_steps=8", "train.save_every=2", "train.eval_every=1000", "train.log_every=1",
         "train.batch_seconds=6", "train.keep_last=2",

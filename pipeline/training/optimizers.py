@@ -4,6 +4,8 @@ Muon (Jordan et al., 2024; torch.optim.Muon) orthogonalises each weight matrix's
 update, which trains transformers in fewer steps than AdamW. It is defined for 2-D matrices only, and
 its authors keep embeddings, output layers, biases and norms on AdamW: `MuonWithAdamW` runs both as
 one optimizer, so the loop's one LR scheduler, gradient clipping and checkpoints see a single object.
+Convolution kernels can join as the matrices they are flattened to (out channels × in channels · taps),
+as Jordan's CIFAR-10 speedruns use it: FastSpeech2Conformer's feed-forward blocks are convolutions.
 """
 
 from __future__ import annotations
@@ -14,17 +16,23 @@ import torch
 
 from pipeline.config import TrainConfig
 
-# Output layers stay on AdamW (Muon's authors' advice): CTC heads of the model families, SSL projections.
-_OUTPUT_LAYERS = ("lm_head", "ctc_head", "project_q", "project_hid", "quantizer")
+# Output layers stay on AdamW (Muon's authors' advice): CTC heads of the model families, SSL projections,
+# FastSpeech2Conformer's mel projection.
+_OUTPUT_LAYERS = ("lm_head", "ctc_head", "project_q", "project_hid", "quantizer", "feat_out")
 
 
-def muon_matrices(model: torch.nn.Module) -> list[torch.nn.Parameter]:
-    """Weights of the model's hidden `nn.Linear` layers: the matrices Muon updates, in module order."""
+def muon_matrices(model: torch.nn.Module, convolutions: bool = False) -> list[torch.nn.Parameter]:
+    """The weights Muon updates, in module order: hidden `nn.Linear` layers, and with `convolutions` the
+    kernels of ungrouped convolutions (depthwise ones are per-channel filters, not matrices)."""
+    kinds: tuple[type, ...] = (torch.nn.Linear,) + ((torch.nn.Conv1d, torch.nn.Conv2d) if convolutions else ())
     found: dict[int, torch.nn.Parameter] = {}
     for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear) and not any(part in _OUTPUT_LAYERS for part in name.split(".")):
-            if module.weight.requires_grad and min(module.weight.shape) > 1:
-                found.setdefault(id(module.weight), module.weight)
+        if not isinstance(module, kinds) or any(part in _OUTPUT_LAYERS for part in name.split(".")):
+            continue
+        w = module.weight
+        flat_ok = w.ndim == 2 or (getattr(module, "groups", 1) == 1 and w.is_contiguous())
+        if flat_ok and w.requires_grad and w.shape[0] > 1 and w[0].numel() > 1:
+            found.setdefault(id(w), w)
     return list(found.values())
 
 
@@ -38,25 +46,44 @@ class MuonWithAdamW(torch.optim.Optimizer):
 
     def __init__(self, matrices: list[torch.nn.Parameter], adamw_groups: list[dict[str, Any]], lr: float,
                  weight_decay: float, momentum: float, ns_steps: int = 5, **adamw_kwargs: Any) -> None:
-        self.muon = torch.optim.Muon(matrices, lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=True,
+        # torch's Muon takes 2-D parameters only: a convolution kernel goes in as a 2-D parameter on the
+        # kernel's own storage (re-pointed before each use: moving the model to a device replaces storage)
+        self._flat = [(torch.nn.Parameter(p.detach().flatten(1)), p) for p in matrices if p.ndim > 2]
+        flat = iter(view for view, _ in self._flat)
+        on_muon = [next(flat) if p.ndim > 2 else p for p in matrices]
+        self.muon = torch.optim.Muon(on_muon, lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=True,
                                      ns_steps=ns_steps, adjust_lr_fn="match_rms_adamw")
         self.adamw = torch.optim.AdamW(adamw_groups, lr=lr, **adamw_kwargs)
         super().__init__([*self.muon.param_groups, *self.adamw.param_groups], {})  # the same dicts, not copies
 
+    def _point_views(self, with_grads: bool) -> None:
+        for view, p in self._flat:
+            view.data = p.data.view(view.shape)  # a contiguous kernel: a view, so Muon updates it in place
+            view.grad = p.grad.reshape(view.shape) if with_grads and p.grad is not None else None
+
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:
+        self._point_views(with_grads=True)
         loss = self.muon.step(closure)
+        self._point_views(with_grads=False)
         self.adamw.step()
         return loss
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.muon.zero_grad(set_to_none)
         self.adamw.zero_grad(set_to_none)
+        for _, kernel in self._flat:  # the kernels themselves are in neither inner optimizer
+            if kernel.grad is not None:
+                if set_to_none:
+                    kernel.grad = None
+                else:
+                    kernel.grad.zero_()
 
     def state_dict(self) -> dict[str, Any]:
         return {"muon": self.muon.state_dict(), "adamw": self.adamw.state_dict()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._point_views(with_grads=False)  # the state is moved to the device of the parameters it belongs to
         self.muon.load_state_dict(state_dict["muon"])
         self.adamw.load_state_dict(state_dict["adamw"])
         # loading replaces the inner optimizers' group dicts: share the new ones
@@ -68,7 +95,7 @@ def build_optimizer(model: torch.nn.Module, t: TrainConfig) -> torch.optim.Optim
 
     Weight decay applies to matrices and convolution kernels, not to biases and norms.
     """
-    matrices = muon_matrices(model) if t.optimizer == "muon" else []
+    matrices = muon_matrices(model, t.muon_convolutions) if t.optimizer == "muon" else []
     on_muon = {id(p) for p in matrices}
     decay, no_decay = [], []
     for name, p in model.named_parameters():

@@ -422,6 +422,11 @@ def validate(recipe: Recipe) -> None:
     if not 0 <= t.muon_momentum < 1 or t.muon_ns_steps < 1:
         raise RecipeError(f"train.muon_momentum must be in [0, 1) and train.muon_ns_steps >= 1, got {t.muon_momentum} "
                           f"and {t.muon_ns_steps}")
+    if t.optimizer == "muon" and t.muon_convolutions and t.mixed_precision == "fp16":
+        # fp16's gradient scaler unscales and checks the optimizer's own parameters: the flattened kernels are
+        # stand-ins, so their gradients would reach clipping still scaled
+        raise RecipeError("train.muon_convolutions=true does not work with train.mixed_precision=fp16: use bf16 or "
+                          "train.muon_convolutions=false")
     if not 0 <= recipe.model.inter_ctc_weight < 1:
         raise RecipeError(f"model.inter_ctc_weight: must be in [0, 1), got {recipe.model.inter_ctc_weight}")
     for key in ("speed", "tempo"):

@@ -129,14 +129,19 @@ def test_muon_with_sharded_parameters_is_a_recipe_error(monkeypatch: pytest.Monk
     assert loop.make_accelerator(recipe).distributed_type == DistributedType.FSDP  # AdamW is fine there
 
 
-@pytest.mark.parametrize("override", ["train.optimizer=lion", "train.muon_ns_steps=0", "train.muon_momentum=1.0"])
+@pytest.mark.parametrize("override", ["train.optimizer=lion", "train.muon_ns_steps=0", "train.muon_momentum=1.0",
+                                      "train.muon_convolutions=true train.mixed_precision=fp16"])
 def test_bad_optimizer_keys_are_one_line_recipe_errors(override: str, tmp_path) -> None:
     from pipeline.config import load_recipe
     from pipeline.errors import RecipeError
 
+    overrides = ["train.optimizer=muon", *override.split()] if "muon_convolutions" in override else [override]
     key = override.split("=")[0]
     with pytest.raises(RecipeError, match=key.replace(".", r"\.")):
-        load_recipe(QUICKSTART, [f"output_dir={tmp_path}", override])
+        load_recipe(QUICKSTART, [f"output_dir={tmp_path}", *overrides])
+    if "muon_convolutions" in override:  # bf16 has no gradient scaler: accepted
+        load_recipe(QUICKSTART, [f"output_dir={tmp_path}", "train.optimizer=muon", "train.muon_convolutions=true",
+                                 "train.mixed_precision=bf16"])
 
 
 class ConvNet(torch.nn.Module):

@@ -7,7 +7,12 @@ with the same references. Each bootstrap resample draws the same utterances (or 
 when the predictions name at least two) for both systems; `prob_b_better` is the share of resamples
 in which B's WER is lower than A's.
 
+A and B may also be round-trip folders of scripts/evaluate_tts.py (their utterances.jsonl, the same
+sentences): `--system tts` (the default), `griffin_lim` or `recording` picks whose transcripts are scored.
+Sentences are resampled as units there (the file names no speaker).
+
 Example: python scripts/compare.py runs/quickstart/eval runs/quickstart/eval_lm --output compare.json
+         python scripts/compare.py runs/tts_a/roundtrip runs/tts_b/roundtrip --system griffin_lim
 """
 
 from __future__ import annotations
@@ -22,10 +27,29 @@ from pipeline.cli import entry_point
 from pipeline.errors import DataError
 
 
-def load_predictions(folder: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def load_roundtrip(path: Path, system: str) -> list[dict[str, Any]]:
+    """evaluate_tts.py's utterances.jsonl as prediction rows of one system: counts scored here, as evaluate.py does."""
+    from pipeline.evaluation.metrics import error_rates
+
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    field = f"{system}_hypothesis"
+    for n, r in enumerate(rows, 1):
+        if field not in r or "reference" not in r:
+            systems = sorted(k.removesuffix("_hypothesis") for k in r if k.endswith("_hypothesis"))
+            raise DataError(f"{path}:{n}: no {field} (--system: one of {', '.join(systems) or 'none'})")
+    counts = error_rates([r["reference"] for r in rows], [r[field] for r in rows])["per_utterance"]
+    return [{"audio": r["text"], "reference": r["reference"], "hypothesis": r[field], **c}
+            for r, c in zip(rows, counts, strict=True)]
+
+
+def load_predictions(folder: str, system: str = "tts") -> tuple[list[dict[str, Any]], dict[str, Any]]:
     path = Path(folder) / "predictions.jsonl" if Path(folder).is_dir() else Path(folder)
+    roundtrip = Path(folder) / "utterances.jsonl" if Path(folder).is_dir() else Path(folder)
+    if roundtrip.name == "utterances.jsonl" and roundtrip.is_file() and not path.is_file():
+        return load_roundtrip(roundtrip, system), {}
     if not path.is_file():
-        raise DataError(f"{folder}: no predictions.jsonl (an output folder of scripts/evaluate.py)")
+        raise DataError(f"{folder}: no predictions.jsonl (an output folder of scripts/evaluate.py) or utterances.jsonl "
+                        "(of scripts/evaluate_tts.py)")
     rows = []
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
@@ -67,11 +91,11 @@ def pair_rows(a: list[dict[str, Any]], b: list[dict[str, Any]], name_a: str, nam
     return [kb[key] for key in ka]
 
 
-def compare(dir_a: str, dir_b: str, n_resamples: int = 1000, seed: int = 0) -> dict[str, Any]:
+def compare(dir_a: str, dir_b: str, n_resamples: int = 1000, seed: int = 0, system: str = "tts") -> dict[str, Any]:
     from pipeline.evaluation.stats import paired_bootstrap
 
-    a, ma = load_predictions(dir_a)
-    b_raw, mb = load_predictions(dir_b)
+    a, ma = load_predictions(dir_a, system)
+    b_raw, mb = load_predictions(dir_b, system)
     if not a:
         raise DataError(f"{dir_a}: no predictions")
     b = pair_rows(a, b_raw, dir_a, dir_b)
@@ -103,8 +127,10 @@ def main() -> None:
     p.add_argument("--output", help="write the JSON here instead of stdout")
     p.add_argument("--resamples", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--system", default="tts", choices=["tts", "griffin_lim", "recording"],
+                   help="round-trip folders (evaluate_tts.py): whose transcripts to score")
     args = p.parse_args()
-    result = compare(args.a, args.b, args.resamples, args.seed)
+    result = compare(args.a, args.b, args.resamples, args.seed, args.system)
     text = json.dumps(result, indent=2, ensure_ascii=False)
     if args.output:
         from pipeline.io import write_text

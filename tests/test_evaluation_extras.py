@@ -404,3 +404,27 @@ def test_wer_metric_loads_offline_and_matches() -> None:
     assert out["wer"] == pytest.approx(jiwer.wer([norm(r) for r in refs], [norm(h) for h in hyps]))
     raw = metric.compute(predictions=["Hello"], references=["hello"], normalizer="none")
     assert raw["wer"] == 1.0 and not math.isnan(raw["cer"])
+
+
+def test_compare_script_reads_round_trip_folders(tmp_path: Path, run_script) -> None:
+    """evaluate_tts.py's utterances.jsonl: one system's transcripts, scored here, paired by sentence."""
+    refs = [f"the {w} was number six" for w in "cat dog cow pig hen fox owl elk ram yak".split()] * 3
+
+    def write(folder: Path, tts: list[str]) -> None:
+        folder.mkdir()
+        rows = [{"text": r, "reference": r, "tts_hypothesis": t, "griffin_lim_hypothesis": r, "recording_hypothesis": r}
+                for r, t in zip(refs, tts, strict=True)]
+        (folder / "utterances.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+    write(tmp_path / "A", [r.replace("number six", "numb sick") for r in refs])  # 2 of 5 words wrong
+    write(tmp_path / "B", [r.replace("six", "sick") for r in refs])  # 1 of 5
+    compare = load_script("compare.py").compare
+    result = compare(str(tmp_path / "A"), str(tmp_path / "B"))
+    assert result["a"]["wer"] == pytest.approx(0.4) and result["b"]["wer"] == pytest.approx(0.2)
+    assert result["wer_diff"] == pytest.approx(-0.2) and result["num_utterances"] == 30
+    same = compare(str(tmp_path / "A"), str(tmp_path / "B"), system="griffin_lim")
+    assert same["a"]["wer"] == same["b"]["wer"] == 0.0
+    (tmp_path / "C").mkdir()
+    (tmp_path / "C" / "utterances.jsonl").write_text(json.dumps({"text": "a", "reference": "a"}) + "\n")
+    proc = run_script("compare.py", tmp_path / "A", tmp_path / "C", "--system", "recording")
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "no recording_hypothesis" in proc.stderr

@@ -10,7 +10,14 @@ import torch
 from transformers import Wav2Vec2Config, Wav2Vec2ForCTC, get_scheduler
 
 from pipeline.config import TrainConfig
-from pipeline.training.optimizers import MuonWithAdamW, build_optimizer, muon_matrices
+from pipeline.training.optimizers import (
+    MuonWithAdamW,
+    build_optimizer,
+    cpu_has_bfloat16_units,
+    muon_matrices,
+    ns_dtype,
+    orthogonalize,
+)
 
 QUICKSTART = str(Path(__file__).resolve().parents[1] / "recipes" / "asr" / "conformer_quickstart.yaml")
 
@@ -53,9 +60,11 @@ def test_muon_takes_the_hidden_linear_weights_only() -> None:
 
 
 def test_one_step_equals_torch_muon_and_adamw_side_by_side() -> None:
-    """The combination adds nothing to the two optimizers' updates, and the scheduler's LR reaches both."""
+    """The combination adds nothing to the two optimizers' updates, and the scheduler's LR reaches both.
+    (In bfloat16, torch's precision; float32 is the only difference on CPUs, tested below.)"""
     a, b = tiny_wav2vec2(), tiny_wav2vec2()
-    t = TrainConfig(optimizer="muon", learning_rate=2e-3, weight_decay=0.01, warmup_steps=2, lr_schedule="linear")
+    t = TrainConfig(optimizer="muon", learning_rate=2e-3, weight_decay=0.01, warmup_steps=2, lr_schedule="linear",
+                    muon_precision="bfloat16")
     combined = build_optimizer(a, t)
     sched = get_scheduler("linear", combined, num_warmup_steps=2, num_training_steps=6)
 
@@ -83,6 +92,44 @@ def test_one_step_equals_torch_muon_and_adamw_side_by_side() -> None:
         for (name, pa), pb in zip(a.named_parameters(), b.parameters(), strict=True):
             torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-7, msg=name)
     assert combined.muon.param_groups[0]["lr"] == pytest.approx(2e-3 * 2 / 4)  # warm-up, then linear decay: step 4 of 6
+
+
+def test_newton_schulz_precision_follows_the_hardware(tmp_path: Path) -> None:
+    """torch's Muon iterates in bfloat16, which CPUs without bfloat16 units emulate at a fraction of float32's
+    speed (benchmarks/optimizers.py): ours runs float32 there, and is the same iteration."""
+    for flags, units in (("fpu sse avx avx2 fma", False), ("avx512f avx512_bf16", True), ("avx2 amx_bf16 amx_tile", True)):
+        (tmp_path / "cpuinfo").write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+        assert cpu_has_bfloat16_units(str(tmp_path / "cpuinfo")) is units, flags
+        cpu_has_bfloat16_units.cache_clear()
+    assert cpu_has_bfloat16_units(str(tmp_path / "absent")) is False
+    assert ns_dtype("auto", torch.device("cpu")) == (torch.bfloat16 if cpu_has_bfloat16_units() else torch.float32)
+    assert ns_dtype("auto", torch.device("cuda")) == torch.bfloat16
+    assert ns_dtype("bfloat16", torch.device("cpu")) == torch.bfloat16
+    g = torch.randn(24, 40, generator=torch.Generator().manual_seed(0))
+    coefficients = (3.4445, -4.7750, 2.0315)
+    exact = orthogonalize(g.double(), coefficients, 5, 1e-7, torch.float64)
+    ours = orthogonalize(g, coefficients, 5, 1e-7, torch.float32)
+    halved = orthogonalize(g, coefficients, 5, 1e-7, torch.bfloat16)
+    assert ours.dtype == torch.float32 and halved.dtype == torch.bfloat16
+    err32, err16 = (ours.double() - exact).abs().max(), (halved.double() - exact).abs().max()
+    assert err32 < 1e-5 < 1e-3 < err16  # float32: the iteration itself; bfloat16: within its 3 digits
+    # tall matrices iterate on the transpose, and the result is an approximate orthogonalisation: singular
+    # values pulled from a wide spread into about [0.5, 1.5]
+    tall = orthogonalize(g.T, coefficients, 5, 1e-7, torch.float32)
+    torch.testing.assert_close(tall, ours.T)
+    s = torch.linalg.svdvals(ours)
+    assert torch.linalg.svdvals(g).max() / torch.linalg.svdvals(g).min() > 5 and 0.5 < s.min() and s.max() < 1.5
+
+    # in the optimizer: the precision asked for is the one used
+    model = tiny_wav2vec2()
+    runs = {}
+    for precision in ("auto", "float32", "bfloat16"):  # auto: one of the other two
+        m = copy.deepcopy(model)
+        opt = build_optimizer(m, TrainConfig(optimizer="muon", learning_rate=2e-3, muon_precision=precision))
+        train_steps(m, opt, get_scheduler("constant", opt), range(2))
+        runs[precision] = m.wav2vec2.encoder.layers[0].attention.q_proj.weight.detach()
+    auto = "bfloat16" if cpu_has_bfloat16_units() else "float32"
+    assert torch.equal(runs["auto"], runs[auto]) and not torch.equal(runs["float32"], runs["bfloat16"])
 
 
 def test_state_dict_round_trip_continues_exactly() -> None:
@@ -130,7 +177,8 @@ def test_muon_with_sharded_parameters_is_a_recipe_error(monkeypatch: pytest.Monk
 
 
 @pytest.mark.parametrize("override", ["train.optimizer=lion", "train.muon_ns_steps=0", "train.muon_momentum=1.0",
-                                      "train.muon_convolutions=true train.mixed_precision=fp16"])
+                                      "train.muon_convolutions=true train.mixed_precision=fp16",
+                                      "train.muon_precision=float16"])
 def test_bad_optimizer_keys_are_one_line_recipe_errors(override: str, tmp_path) -> None:
     from pipeline.config import load_recipe
     from pipeline.errors import RecipeError
@@ -172,7 +220,8 @@ def conv_steps(model: ConvNet, optimizer: torch.optim.Optimizer, seeds: range, a
 
 def test_convolution_kernels_join_muon_as_flattened_matrices() -> None:
     model = ConvNet()
-    t = TrainConfig(optimizer="muon", learning_rate=1e-2, weight_decay=0.01, muon_convolutions=True)
+    t = TrainConfig(optimizer="muon", learning_rate=1e-2, weight_decay=0.01, muon_convolutions=True,
+                    muon_precision="bfloat16")  # torch's precision, for the reference below
     assert muon_matrices(model) == []  # Linear-only by default, and the head is an output layer
     assert muon_matrices(model, convolutions=True) == [model.ff.weight, model.pointwise.weight]  # not depthwise
     combined = build_optimizer(model, t)

@@ -45,4 +45,7 @@ def machine_line(threads: int, load_start: float, load_end: float | None = None)
 
 def load_note(load_end: float, consequence: str) -> str:
     """Last line of every report: whether other work shared the cores, and what that does to `consequence`."""
-    return f"load average at the end {load_end:.1f} (above {os.cpu_count()}: other work shared these cores and {consequence})"
+    cores = os.cpu_count()
+    if load_end > (cores or 1):
+        return f"load average at the end {load_end:.1f}, above {cores}: other work shared these cores and {consequence}"
+    return f"load average at the end {load_end:.1f}, at most {cores}: no sign of other work on these cores"

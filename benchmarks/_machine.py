@@ -7,6 +7,9 @@ import platform
 import resource
 import shlex
 import sys
+import time
+from collections.abc import Callable
+from typing import Any
 
 
 def rss_mb() -> float:
@@ -49,3 +52,18 @@ def load_note(load_end: float, consequence: str) -> str:
     if load_end > (cores or 1):
         return f"load average at the end {load_end:.1f}, above {cores}: other work shared these cores and {consequence}"
     return f"load average at the end {load_end:.1f}, at most {cores}: no sign of other work on these cores"
+
+
+def interleaved_times(arms: dict[str, Any], call: Callable[[Any], object], rounds: int, steps: int) -> dict[str, list[float]]:
+    """ms per `call(arm)`, one entry per round: a warm-up call of each arm, then `rounds` rounds that each time
+    `steps` calls of every arm in turn, so that the shared machine's drift hits all arms alike."""
+    times: dict[str, list[float]] = {name: [] for name in arms}
+    for arm in arms.values():
+        call(arm)
+    for _ in range(rounds):
+        for name, arm in arms.items():
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                call(arm)
+            times[name].append((time.perf_counter() - t0) / steps * 1000)
+    return times

@@ -22,12 +22,12 @@ import argparse
 import copy
 import os
 import statistics
-import time
 from typing import Any
 
 import torch
 from _machine import (  # benchmarks/_machine.py (scripts run from this folder)
     command_line,
+    interleaved_times,
     load_note,
     machine_line,
 )
@@ -64,19 +64,6 @@ def _batch(model: Any, size: int, seconds: float, frames_per_second: float, seed
     labels = torch.randint(1, model.config.vocab_size - 1, (size, max(1, frames // 8)), generator=g)
     return {"input_features": torch.randn(size, frames, bins, generator=g) * mask[..., None], "attention_mask": mask,
             "labels": labels}
-
-
-def _time(arms: dict[str, Any], call: Any, rounds: int, steps: int) -> dict[str, list[float]]:
-    times: dict[str, list[float]] = {name: [] for name in arms}
-    for model in arms.values():  # warm-up
-        call(model)
-    for _ in range(rounds):
-        for name, model in arms.items():
-            t0 = time.perf_counter()
-            for _ in range(steps):
-                call(model)
-            times[name].append((time.perf_counter() - t0) / steps * 1000)
-    return times
 
 
 def main() -> None:
@@ -119,7 +106,7 @@ def main() -> None:
         torch.set_num_threads(threads)
         for mode, call, size in (("training (forward + backward)", train_step, a.train_batch),
                                  ("inference", infer_step, a.infer_batch)):
-            times = _time(arms, call, a.rounds, a.steps)
+            times = interleaved_times(arms, call, a.rounds, a.steps)
             med = {k: statistics.median(v) for k, v in times.items()}
             rows.append(f"| {mode} | {threads} | {size} × {a.seconds:g} s | {med['transformers']:.1f} "
                         f"({min(times['transformers']):.1f}) | {med['fast_forward']:.1f} ({min(times['fast_forward']):.1f}) "

@@ -18,12 +18,12 @@ import argparse
 import dataclasses
 import os
 import statistics
-import time
 from typing import Any
 
 import torch
 from _machine import (  # benchmarks/_machine.py (scripts run from this folder)
     command_line,
+    interleaved_times,
     load_note,
     machine_line,
 )
@@ -83,15 +83,7 @@ def main() -> None:
         # the arms update the same weights: a step's time does not depend on their values
         for threads in a.threads:
             torch.set_num_threads(threads)
-            times: dict[str, list[float]] = {name: [] for name in arms}
-            for opt in arms.values():  # warm-up: state allocation
-                opt.step()
-            for _ in range(a.rounds):
-                for name, opt in arms.items():
-                    t0 = time.perf_counter()
-                    for _ in range(a.steps):
-                        opt.step()
-                    times[name].append((time.perf_counter() - t0) / a.steps * 1000)
+            times = interleaved_times(arms, lambda opt: opt.step(), a.rounds, a.steps)  # warm-up: state allocation
             med = {k: statistics.median(v) for k, v in times.items()}
             cells = " | ".join(f"{med[k]:.1f} ({min(times[k]):.1f})" for k in arms)
             rows.append(f"| {kind} | {threads} | {cells} | **{med['Muon bfloat16'] / med['Muon float32']:.1f}×** |")

@@ -2,7 +2,7 @@
 """Train several recipes under the same wall-clock budget and compare them on the same test set.
 
 Example (the table in recipes/asr/README.md):
-  python scripts/compare_recipes.py recipes/asr/wav2vec2_quickstart.yaml recipes/asr/conformer_quickstart.yaml \
+  python scripts/compare_recipes.py recipes/asr/wav2vec2_quickstart.yaml recipes/asr/conformer_quickstart.yaml \\
       --minutes 10 --output runs/compare --readme recipes/asr/README.md
 """
 

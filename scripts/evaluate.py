@@ -3,9 +3,9 @@
 
 Examples:
   python scripts/evaluate.py --model runs/quickstart --data data/synth/test --output runs/quickstart/eval
-  python scripts/evaluate.py --model runs/quickstart --data data/synth/test --output runs/quickstart/eval_lm \
+  python scripts/evaluate.py --model runs/quickstart --data data/synth/test --output runs/quickstart/eval_lm \\
       --decoder beam --lm runs/quickstart/lm --beam-width 64 --alpha 0.5 --beta 1.5
-  python scripts/evaluate.py --model runs/quickstart --data data/synth/test --output runs/quickstart/eval_tempo \
+  python scripts/evaluate.py --model runs/quickstart --data data/synth/test --output runs/quickstart/eval_tempo \\
       --tempos 0.875,0.9375,1,1.0625,1.125          # tempo ensemble (log-mel models)
 See docs/evaluation.md for how to read the outputs.
 """

@@ -4,7 +4,7 @@
 Metrics: log-mel L1 (the vocoder's mel preset), multi-resolution STFT distance, wideband PESQ,
 STOI, and the real-time factor of synthesis (seconds of compute per second of audio, this machine).
 Example:
-  python scripts/evaluate_vocoder.py --model runs/vocoder_quickstart --data data/synth/test \
+  python scripts/evaluate_vocoder.py --model runs/vocoder_quickstart --data data/synth/test \\
       --output runs/vocoder_quickstart/eval --steps 6 --limit 20
 """
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-import platform
 import resource
 import shlex
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
+
+from pipeline.machine import cpu_name
 
 
 def rss_mb() -> float:
@@ -21,17 +22,6 @@ def rss_mb() -> float:
 def peak_mb() -> float:
     """Peak resident set size of this process so far, in MiB (ru_maxrss is in KiB on Linux)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def command_line() -> str:

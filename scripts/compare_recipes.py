@@ -11,12 +11,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
 from pipeline.cli import entry_point, setup_logging
 from pipeline.config import DataSpec, load_recipe
+from pipeline.machine import cpu_name
 
 START, END = "<!-- comparison:start -->", "<!-- comparison:end -->"
 
@@ -75,7 +75,7 @@ def main() -> None:
         })
     lines = [
         f"Measured by `python scripts/compare_recipes.py {' '.join(a.recipes)} --minutes {a.minutes}` on "
-        f"{platform.machine()}, {os.cpu_count()} CPU cores, {time.strftime('%Y-%m-%d')}.",
+        f"{cpu_name()}, {os.cpu_count()} CPUs visible, {time.strftime('%Y-%m-%d')}.",
         "",
         "| recipe | family | parameters | training minutes | steps | train audio-s/s | WER (held-out voices) | CER | inference audio-s/s |",
         "|---|---|---|---|---|---|---|---|---|",

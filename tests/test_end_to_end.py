@@ -64,6 +64,8 @@ def test_model_directory_is_complete(trained_tiny_model: Path) -> None:
     assert report["splits"]["train"]["kept"] == 40 and report["splits"]["eval"]["kept"] == 12
     results = json.loads((trained_tiny_model / "train_results.json").read_text())
     assert results["steps"] == 8 and results["stop_reason"] == "max_steps"
+    assert results["machine"]["device"] == "cpu" and results["machine"]["cpu"]  # minutes mean little without it
+    assert f"Machine: CPU, {results['machine']['torch_threads']} torch threads" in (trained_tiny_model / "README.md").read_text()
     assert sorted(p.name for p in (trained_tiny_model / "checkpoints").iterdir()) == ["step-00000004", "step-00000008"]
 
 

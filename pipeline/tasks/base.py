@@ -20,6 +20,8 @@ from typing import Any, Protocol
 import torch
 from accelerate import Accelerator
 
+from pipeline.machine import describe as describe_machine
+
 
 class Task(Protocol):
     name: str
@@ -80,6 +82,8 @@ def render_model_card(recipe: Any, front_matter: list[str], body: list[str], met
     lines = ["---", *front_matter, "---", "", f"# {Path(recipe.output_dir).name}", "", *body,
              f"Training: {metrics.get('steps')} steps, {metrics.get('train_minutes')} minutes, "
              f"stopped by {metrics.get('stop_reason')}.", ""]
+    if metrics.get("machine"):  # a budget in minutes buys what the machine can do
+        lines += [f"Machine: {describe_machine(metrics['machine'])}.", ""]
     if usage:
         lines += ["## Usage", "", *usage]
     lines += ["## Recipe", "", "```yaml", dump_recipe(recipe).rstrip(), "```", ""]

@@ -27,6 +27,7 @@ from pipeline.config import Recipe, dump_recipe
 from pipeline.data.batching import DurationBatchSampler
 from pipeline.errors import RecipeError
 from pipeline.io import write_json, write_text
+from pipeline.machine import machine_info
 from pipeline.models.fast_forward import speed_up
 from pipeline.tasks.base import Task
 from pipeline.training.allocator import keep_freed_memory
@@ -247,7 +248,8 @@ class Trainer:
         summary = {"steps": step, "epochs_completed": sampler.epoch, "stop_reason": stop_reason,
                    "skipped_nonfinite_steps": state["skipped_nonfinite"],
                    "train_minutes": round(state["train_seconds"] / 60, 2),
-                   "audio_hours_seen": round(state["audio_seconds"] / 3600, 3), **{f"eval_{k}": v for k, v in final.items()}}
+                   "audio_hours_seen": round(state["audio_seconds"] / 3600, 3), **{f"eval_{k}": v for k, v in final.items()},
+                   "machine": machine_info(acc.device, acc.num_processes)}
         if acc.is_main_process:
             task.save(acc.unwrap_model(model), self.out, summary)
             write_json(self.out / "train_results.json", summary)

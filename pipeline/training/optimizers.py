@@ -14,13 +14,13 @@ iteration took 418 ms in bfloat16 against 7.5 ms in float32), so a run there wou
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any
 
 import torch
 
 from pipeline.config import TrainConfig
+from pipeline.machine import cpu_has_bfloat16_units
 
 # Output layers stay on AdamW (Muon's authors' advice): CTC heads of the model families, SSL projections,
 # FastSpeech2Conformer's mel projection.
@@ -55,17 +55,6 @@ def orthogonalize(update: torch.Tensor, coefficients: tuple[float, float, float]
         gram = x @ x.T
         x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
     return x if wide else x.T
-
-
-@functools.cache
-def cpu_has_bfloat16_units(cpuinfo: str = "/proc/cpuinfo") -> bool:
-    """Whether this CPU multiplies bfloat16 matrices in hardware (AMX or AVX-512 BF16; Linux's flags)."""
-    try:
-        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
 def ns_dtype(precision: str, device: torch.device) -> torch.dtype:

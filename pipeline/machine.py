@@ -57,7 +57,10 @@ def machine_info(device: torch.device | str = "cpu", processes: int = 1) -> dict
                             "cpu_bfloat16_units": cpu_has_bfloat16_units(), "device": device.type, "processes": processes}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
-    info["torch"] = torch.__version__
+    import accelerate
+    import transformers
+
+    info.update(torch=torch.__version__, transformers=transformers.__version__, accelerate=accelerate.__version__)
     return info
 
 

@@ -25,6 +25,7 @@ def test_machine_info_names_device_threads_and_cpu() -> None:
     info = machine_info("cpu")
     assert info["device"] == "cpu" and info["processes"] == 1 and "gpu" not in info
     assert info["torch_threads"] >= 1 and info["cpus_visible"] >= 1 and info["cpu"] == cpu_name()
+    assert {"torch", "transformers", "accelerate"} <= info.keys()
     line = describe(info)
     assert line.startswith("CPU, ") and cpu_name() in line and f"{info['torch_threads']} torch threads" in line
     assert describe({**info, "device": "cuda", "gpu": "NVIDIA H100", "processes": 8}).startswith("NVIDIA H100, 8 processes, ")

@@ -36,6 +36,20 @@ def machine_line(threads: int, load_start: float, load_end: float | None = None)
     return f"machine: {cpu_name()}, {os.cpu_count()} CPUs visible, torch threads {threads}, {load}"
 
 
+def print_report(threads: int, load_start: float, load_end: float, notes: list[str], columns: list[str],
+                 rows: list[str], consequence: str) -> None:
+    """A benchmark's report: machine and command lines, `notes`, a markdown table of `rows`, the load note."""
+    print()
+    print(machine_line(threads, load_start, load_end))
+    print(f"command: {command_line()}")
+    print("\n".join(notes))
+    print()
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
+    print("\n".join(rows))
+    print(load_note(load_end, consequence))
+
+
 def load_note(load_end: float, consequence: str) -> str:
     """Last line of every report: whether other work shared the cores, and what that does to `consequence`."""
     cores = os.cpu_count()

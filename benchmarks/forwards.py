@@ -26,10 +26,8 @@ from typing import Any
 
 import torch
 from _machine import (  # benchmarks/_machine.py (scripts run from this folder)
-    command_line,
     interleaved_times,
-    load_note,
-    machine_line,
+    print_report,
 )
 
 from pipeline.models.fast_forward import speed_up
@@ -114,18 +112,12 @@ def main() -> None:
     load1 = os.getloadavg()[0]
 
     n_params = sum(p.numel() for p in base.parameters())
-    print()
-    print(machine_line(a.threads[-1], load0, load1))
-    print(f"command: {command_line()}")
-    print(f"model: {a.model or a.recipe} (Parakeet CTC, {n_params / 1e6:.2f} M parameters, log-mel hop {hop}); "
-          f"{a.rounds} interleaved rounds of {a.steps} calls per arm; ms per call, median (fastest round)")
-    print(f"check: largest logit difference between the arms {diff:.2e}")
-    print()
-    print("| pass | threads | batch | transformers (ms) | fast_forward (ms) | speed-up |")
-    print("|---|---|---|---|---|---|")
-    print("\n".join(rows))
-    print(load_note(load1, "the timings are pessimistic for both arms"))
-
+    notes = [f"model: {a.model or a.recipe} (Parakeet CTC, {n_params / 1e6:.2f} M parameters, log-mel hop {hop}); "
+             f"{a.rounds} interleaved rounds of {a.steps} calls per arm; ms per call, median (fastest round)",
+             f"check: largest logit difference between the arms {diff:.2e}"]
+    print_report(a.threads[-1], load0, load1, notes,
+                 ["pass", "threads", "batch", "transformers (ms)", "fast_forward (ms)", "speed-up"], rows,
+                 "the timings are pessimistic for both arms")
 
 if __name__ == "__main__":
     main()

@@ -22,10 +22,8 @@ from typing import Any
 
 import torch
 from _machine import (  # benchmarks/_machine.py (scripts run from this folder)
-    command_line,
     interleaved_times,
-    load_note,
-    machine_line,
+    print_report,
 )
 
 from pipeline.config import load_recipe
@@ -89,18 +87,11 @@ def main() -> None:
             rows.append(f"| {kind} | {threads} | {cells} | **{med['Muon bfloat16'] / med['Muon float32']:.1f}×** |")
     load1 = os.getloadavg()[0]
 
-    print()
-    print(machine_line(a.threads[-1], load0, load1))
-    print(f"command: {command_line()}")
-    for line in described:
-        print(f"model {line}")
-    print(f"{a.rounds} interleaved rounds of {a.steps} steps per arm; ms per optimizer step, median (fastest round)")
-    print()
-    print("| model | threads | AdamW (ms) | Muon, float32 iteration (ms) | Muon, bfloat16 iteration (ms) | bfloat16 / float32 |")
-    print("|---|---|---|---|---|---|")
-    print("\n".join(rows))
-    print(load_note(load1, "the timings are pessimistic for every arm"))
-
+    notes = [f"model {line}" for line in described]
+    notes.append(f"{a.rounds} interleaved rounds of {a.steps} steps per arm; ms per optimizer step, median (fastest round)")
+    print_report(a.threads[-1], load0, load1, notes,
+                 ["model", "threads", "AdamW (ms)", "Muon, float32 iteration (ms)", "Muon, bfloat16 iteration (ms)",
+                  "bfloat16 / float32"], rows, "the timings are pessimistic for every arm")
 
 if __name__ == "__main__":
     main()

@@ -101,8 +101,10 @@ class TrainConfig:
     weight_decay: float = 0.0
     adam_beta2: float = 0.98
     # "muon": Muon (torch.optim.Muon) on the hidden Linear weight matrices, AdamW on the rest, one learning
-    # rate (pipeline.training.optimizers)
-    optimizer: Literal["adamw", "muon"] = "adamw"
+    # rate (pipeline.training.optimizers). "auto": Muon where its Newton-Schulz iteration is cheap (a GPU, a CPU
+    # with bfloat16 units), AdamW elsewhere (CPUs without them, sharded FSDP/DeepSpeed runs); a resumed run keeps
+    # the optimizer its checkpoint was trained with
+    optimizer: Literal["adamw", "muon", "auto"] = "adamw"
     muon_momentum: float = 0.95
     muon_ns_steps: int = 5  # Newton-Schulz iterations orthogonalising each update: its cost, on CPUs a large one
     muon_convolutions: bool = False  # Muon also for ungrouped convolution kernels, flattened to matrices
@@ -425,7 +427,7 @@ def validate(recipe: Recipe) -> None:
     if not 0 <= t.muon_momentum < 1 or t.muon_ns_steps < 1:
         raise RecipeError(f"train.muon_momentum must be in [0, 1) and train.muon_ns_steps >= 1, got {t.muon_momentum} "
                           f"and {t.muon_ns_steps}")
-    if t.optimizer == "muon" and t.muon_convolutions and t.mixed_precision == "fp16":
+    if t.optimizer in ("muon", "auto") and t.muon_convolutions and t.mixed_precision == "fp16":
         # fp16's gradient scaler unscales and checks the optimizer's own parameters: the flattened kernels are
         # stand-ins, so their gradients would reach clipping still scaled
         raise RecipeError("train.muon_convolutions=true does not work with train.mixed_precision=fp16: use bf16 or "

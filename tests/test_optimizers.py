@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import copy
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,12 +18,14 @@ from pipeline.machine import cpu_has_bfloat16_units
 from pipeline.training.optimizers import (
     MuonWithAdamW,
     build_optimizer,
+    choose_optimizer,
     muon_matrices,
     ns_dtype,
     orthogonalize,
 )
 
-QUICKSTART = str(Path(__file__).resolve().parents[1] / "recipes" / "asr" / "conformer_quickstart.yaml")
+REPO = Path(__file__).resolve().parents[1]
+QUICKSTART = str(REPO / "recipes" / "asr" / "conformer_quickstart.yaml")
 
 
 def tiny_wav2vec2() -> Wav2Vec2ForCTC:
@@ -308,3 +314,58 @@ def test_fastspeech2conformer_puts_its_convolutional_feed_forwards_on_muon() -> 
     assert "pitch_embed.conv.weight" not in chosen  # one input channel, kernel 1: a vector, not a matrix
     on_muon = sum(model.get_parameter(n).numel() for n in chosen)
     assert on_muon > 0.6 * sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("bf16_units", [True, False])
+def test_auto_picks_muon_where_bfloat16_is_fast(bf16_units: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pipeline.training.optimizers as optimizers
+
+    monkeypatch.setattr(optimizers, "cpu_has_bfloat16_units", lambda *a: bf16_units)
+    cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
+    assert choose_optimizer("auto", cpu) == ("muon" if bf16_units else "adamw")
+    assert choose_optimizer("auto", gpu) == "muon"
+    assert choose_optimizer("auto", gpu, sharded=True) == "adamw"  # FSDP/DeepSpeed shards: no whole matrices
+    assert choose_optimizer("muon", cpu) == "muon" and choose_optimizer("adamw", gpu) == "adamw"  # asked for: as asked
+    opt = build_optimizer(tiny_wav2vec2(), TrainConfig(optimizer="auto", learning_rate=1e-3))
+    assert isinstance(opt, MuonWithAdamW) == bf16_units and isinstance(opt, torch.optim.Optimizer)
+
+
+# scripts/train.py on a pretend machine: argv[1] says whether its CPU has bfloat16 units
+ON_MACHINE = """
+import runpy, sys
+import pipeline.training.optimizers as optimizers
+units = sys.argv[1] == "bf16"
+optimizers.cpu_has_bfloat16_units = lambda *a: units
+sys.argv = [sys.argv[2], *sys.argv[3:]]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def test_auto_is_recorded_and_a_resume_keeps_the_checkpoints_optimizer(tiny_corpus: Path, tiny_recipe_overrides,
+                                                                     tmp_path: Path) -> None:
+    """auto resolves per machine; a run resumed on another machine continues with the optimizer its checkpoint
+    state belongs to (the other one's state would not load), and says so."""
+    common = [QUICKSTART, *tiny_recipe_overrides("parakeet"), "train.optimizer=auto",
+              f"data.train={tiny_corpus / 'train'}", f"data.eval={tiny_corpus / 'test'}", "train.save_every=2",
+              "train.eval_every=1000", "train.batch_seconds=6", "eval.max_utterances=2"]
+
+    def train(machine: str, out: Path, *more: str) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([sys.executable, "-c", ON_MACHINE, machine, str(REPO / "scripts" / "train.py"), *common,
+                               f"output_dir={out}", *more], cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                              capture_output=True, text=True, timeout=300, check=False)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc
+
+    def results(out: Path) -> dict:
+        return json.loads((out / "train_results.json").read_text(encoding="utf-8"))
+
+    fast, plain = tmp_path / "fast", tmp_path / "plain"
+    train("bf16", fast, "train.max_steps=2")
+    train("none", plain, "train.max_steps=2")
+    assert results(fast)["optimizer"] == "muon" and results(plain)["optimizer"] == "adamw"
+    state = json.loads((fast / "checkpoints" / "step-00000002" / "trainer_state.json").read_text(encoding="utf-8"))
+    assert state["optimizer"] == "muon"
+
+    resumed = train("none", fast, "train.max_steps=4", "train.resume=true")
+    assert "resumed from" in resumed.stderr and "muon, as in the checkpoint" in resumed.stderr
+    assert results(fast)["optimizer"] == "muon" and results(fast)["steps"] == 4

@@ -9,6 +9,7 @@ or in several. Steps whose gradient is not finite are skipped and counted, never
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -31,8 +32,8 @@ from pipeline.machine import machine_info
 from pipeline.models.fast_forward import speed_up
 from pipeline.tasks.base import Task
 from pipeline.training.allocator import keep_freed_memory
-from pipeline.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from pipeline.training.optimizers import build_optimizer
+from pipeline.training.checkpoint import STATE_FILE, latest_checkpoint, load_checkpoint, save_checkpoint
+from pipeline.training.optimizers import build_optimizer, choose_optimizer
 from pipeline.training.plots import plot_history
 
 logger = logging.getLogger(__name__)
@@ -86,6 +87,24 @@ class Trainer:
             seed=self.recipe.seed, sorted_epochs=t.sortagrad_epochs,
         )
 
+    def _optimizer_name(self) -> str:
+        """`train.optimizer` for this machine; with auto, a resumed run keeps the one its checkpoint was trained
+        with (its optimizer state fits no other), wherever it resumes."""
+        t = self.recipe.train
+        sharded = self.acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+        name = choose_optimizer(t.optimizer, self.acc.device, sharded)
+        ckpt = latest_checkpoint(self.out) if t.optimizer == "auto" and t.resume else None
+        saved = json.loads((ckpt / STATE_FILE).read_text(encoding="utf-8")).get("optimizer") if ckpt else None
+        if saved in ("adamw", "muon") and saved != name:
+            logger.info("train.optimizer=auto: %s, as in the checkpoint this run resumes (this machine would pick %s)",
+                        saved, name)
+            name = saved
+        elif t.optimizer == "auto":
+            logger.info("train.optimizer=auto: %s on this machine (%s)", name, "Muon's iteration is cheap here"
+                        if name == "muon" else "no fast bfloat16 products for Muon's iteration" if not sharded
+                        else "sharded parameters")
+        return name
+
     def _log(self, record: dict[str, Any]) -> None:
         self.history.append(record)
         if self.acc.is_main_process:
@@ -106,7 +125,8 @@ class Trainer:
 
         # Measured on CPUs only (oneDNN kernels): GPU runs keep transformers' forwards until measured there.
         model = speed_up(task.model) if t.fast_forward and acc.device.type == "cpu" else task.model
-        optimizer = build_optimizer(model, t)
+        optimizer_name = self._optimizer_name()
+        optimizer = build_optimizer(model, dataclasses.replace(t, optimizer=optimizer_name))
         sampler = self._sampler()
         # Each epoch packs its own batches, so epochs may differ by a batch or two: count them all.
         if t.max_steps is not None:
@@ -121,13 +141,13 @@ class Trainer:
         model, optimizer, scheduler = acc.prepare(model, optimizer, scheduler)
 
         state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "skipped_nonfinite": 0, "audio_seconds": 0.0,
-                 "train_seconds": 0.0, "history": []}
+                 "train_seconds": 0.0, "history": [], "optimizer": optimizer_name}
         if t.resume:
             ckpt = latest_checkpoint(self.out)
             if ckpt is None:
                 logger.warning("train.resume=true but %s holds no complete checkpoint: starting from scratch", self.out / "checkpoints")
             else:
-                state = load_checkpoint(acc, ckpt)
+                state = {**load_checkpoint(acc, ckpt), "optimizer": optimizer_name}
                 self.history = list(state.get("history", []))
                 if acc.is_main_process:  # drop what the interrupted run logged after this checkpoint
                     write_text(self.out / "train_log.jsonl", "".join(json.dumps(r) + "\n" for r in self.history))
@@ -248,7 +268,8 @@ class Trainer:
         summary = {"steps": step, "epochs_completed": sampler.epoch, "stop_reason": stop_reason,
                    "skipped_nonfinite_steps": state["skipped_nonfinite"],
                    "train_minutes": round(state["train_seconds"] / 60, 2),
-                   "audio_hours_seen": round(state["audio_seconds"] / 3600, 3), **{f"eval_{k}": v for k, v in final.items()},
+                   "audio_hours_seen": round(state["audio_seconds"] / 3600, 3), "optimizer": optimizer_name,
+                   **{f"eval_{k}": v for k, v in final.items()},
                    "machine": machine_info(acc.device, acc.num_processes)}
         if acc.is_main_process:
             task.save(acc.unwrap_model(model), self.out, summary)

@@ -164,12 +164,29 @@ class MuonWithAdamW(torch.optim.Optimizer):
         self.param_groups = [*self.muon.param_groups, *self.adamw.param_groups]
 
 
+def choose_optimizer(name: str, device: torch.device, sharded: bool = False) -> str:
+    """`train.optimizer` -> "adamw" or "muon". auto: Muon where its Newton-Schulz iteration runs on fast bfloat16
+    products (GPUs, CPUs with bfloat16 units), AdamW on other CPUs and for sharded (FSDP/DeepSpeed) parameters.
+
+    Why: on 2 AVX2 cores Muon's float32 iteration costs the TTS quickstart a quarter of its steps and lost to
+    AdamW at equal minutes with both seeds measured; where bfloat16 is fast it won with both (recipes/tts/README.md).
+    """
+    if name != "auto":
+        return name
+    if sharded or (device.type == "cpu" and not cpu_has_bfloat16_units()):
+        return "adamw"
+    return "muon"
+
+
 def build_optimizer(model: torch.nn.Module, t: TrainConfig) -> torch.optim.Optimizer:
-    """`train.optimizer`: AdamW over everything, or Muon on the hidden matrices with AdamW on the rest.
+    """`train.optimizer`: AdamW over everything, or Muon on the hidden matrices with AdamW on the rest
+    ("auto" is chosen for the device of the model's parameters, see `choose_optimizer`).
 
     Weight decay applies to matrices and convolution kernels, not to biases and norms.
     """
-    matrices = muon_matrices(model, t.muon_convolutions) if t.optimizer == "muon" else []
+    first = next(model.parameters(), None)
+    name = choose_optimizer(t.optimizer, first.device if first is not None else torch.device("cpu"))
+    matrices = muon_matrices(model, t.muon_convolutions) if name == "muon" else []
     on_muon = {id(p) for p in matrices}
     decay, no_decay = [], []
     for name, p in model.named_parameters():

@@ -23,25 +23,10 @@ import logging
 from pathlib import Path
 
 from pipeline.cli import entry_point, setup_logging
+from pipeline.data.sources import read_sentences
 from pipeline.errors import DataError
 
 logger = logging.getLogger("build_lm")
-
-
-def read_sentences(text: str, split: str | None, config: str | None, text_column: str, normalize) -> list[str]:
-    path = Path(text).expanduser()
-    if path.is_file() and path.suffix not in (".csv", ".jsonl", ".json"):
-        from pipeline.evaluation.lm import lm_sentences_from_text
-
-        try:
-            return lm_sentences_from_text(path, normalize)
-        except UnicodeDecodeError:
-            raise DataError(f"{path}: not UTF-8 text") from None
-    from pipeline.config import DataSpec
-    from pipeline.data.sources import load_spec
-
-    table = load_spec(DataSpec(path=text, split=split, config=config, text_column=text_column), need_text=True)
-    return [s for s in (normalize(t or "") for t in table["text"]) if s]
 
 
 @entry_point
@@ -79,7 +64,7 @@ def main() -> None:
         if normalizer is None and meta.is_file():
             normalizer = json.loads(meta.read_text(encoding="utf-8")).get("normalizer")
     normalizer = normalizer or "default"
-    sentences = read_sentences(a.text, a.split, a.config, a.text_column, get_normalizer(normalizer))
+    sentences = read_sentences(a.text, get_normalizer(normalizer), a.split, a.config, a.text_column)
     if not sentences:
         raise DataError(f"{a.text}: no text after normalisation")
     try:

@@ -7,6 +7,8 @@ Examples:
       --decoder beam --lm runs/quickstart/lm --beam-width 64 --alpha 0.5 --beta 1.5
   python scripts/evaluate.py --model runs/quickstart --data data/synth/test --output runs/quickstart/eval_tempo \\
       --tempos 0.875,0.9375,1,1.0625,1.125          # tempo ensemble (log-mel models)
+  python scripts/evaluate.py --model runs/fsdd --data ../shared/data/fsdd/dev --output runs/fsdd/eval_choices \\
+      --decoder choices --choices ../shared/data/fsdd/train  # each utterance is one of the training transcripts
 See docs/evaluation.md for how to read the outputs.
 """
 
@@ -17,7 +19,7 @@ import json
 
 from pipeline.cli import entry_point, setup_logging
 from pipeline.config import DataSpec
-from pipeline.evaluation.evaluate import evaluate_model
+from pipeline.evaluation.evaluate import check_choices, evaluate_model
 from pipeline.evaluation.tempo import add_tempos_argument, parse_tempos
 
 
@@ -36,8 +38,11 @@ def main() -> None:
                    help="padded audio seconds per batch (default: 30 on CPU, where cache-sized batches are fastest; 240 on GPU)")
     p.add_argument("--max-duration", type=float, default=3600.0, help="skip longer files (seconds)")
     p.add_argument("--strict", action="store_true", help="fail on the first unusable row instead of skipping it")
-    p.add_argument("--decoder", choices=("greedy", "beam"), default="greedy",
-                   help="greedy CTC, or beam search (pyctcdecode) with an optional n-gram LM")
+    p.add_argument("--decoder", choices=("greedy", "beam", "choices"), default="greedy",
+                   help="greedy CTC, beam search (pyctcdecode) with an optional n-gram LM, or the most probable of "
+                        "the --choices phrases")
+    p.add_argument("--choices", help="with --decoder choices: a text file (one phrase a line) or data spec (its "
+                                     "transcripts): each utterance is one of these phrases (digits, commands)")
     p.add_argument("--lm", help="LM directory from scripts/build_lm.py (default with --decoder beam: the model "
                                 "directory's language_model/, if any)")
     p.add_argument("--beam-width", type=int, default=None, help="beams kept (default 64)")
@@ -54,6 +59,7 @@ def main() -> None:
     p.add_argument("--group-by", default="speaker", help="column for the per-group breakdown (default: speaker)")
     p.add_argument("--no-report", action="store_true", help="skip report.html and the plots")
     a = p.parse_args()
+    check_choices(a.decoder, a.choices)
     setup_logging()
     spec = DataSpec(path=a.data, config=a.config, split=a.split, text_column=a.text_column, audio_column=a.audio_column)
     m = evaluate_model(a.model, spec, a.output, normalizer=a.normalizer, batch_seconds=a.batch_seconds,
@@ -61,7 +67,7 @@ def main() -> None:
                        decoder=a.decoder, lm=a.lm, beam_width=a.beam_width, alpha=a.alpha, beta=a.beta,
                        chunk_seconds=a.chunk_seconds, stride_seconds=a.stride_seconds, group_by=a.group_by,
                        write_html=not a.no_report, workers=a.workers,
-                       tempos=parse_tempos(a.tempos) if a.tempos else None)
+                       tempos=parse_tempos(a.tempos) if a.tempos else None, choices=a.choices)
     keys = ("wer", "wer_ci95", "cer", "cer_ci95", "substitutions", "deletions", "insertions", "num_utterances",
             "normalizer", "decoding")
     print(json.dumps({k: m.get(k) for k in keys}))

@@ -4,7 +4,8 @@
 Example: python scripts/transcribe.py --model runs/quickstart a.wav b.flac
 Audio longer than --chunk-seconds is transcribed in overlapping windows; --decoder beam [--lm DIR]
 decodes with CTC beam search and an n-gram LM; --tempos 0.875,0.9375,1,1.0625,1.125 decodes at several
-speaking rates and keeps the transcript they agree on (see docs/evaluation.md).
+speaking rates and keeps the transcript they agree on; --decoder choices --choices FILE picks the most
+probable of a list of phrases (digits, commands; see docs/evaluation.md).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sys
 from pipeline.audio import read_audio
 from pipeline.cli import entry_point
 from pipeline.errors import DataError
-from pipeline.evaluation.evaluate import build_transcriber, load_model_dir
+from pipeline.evaluation.evaluate import build_transcriber, check_choices, load_model_dir, read_choices
 from pipeline.evaluation.tempo import add_tempos_argument, parse_tempos
 
 
@@ -32,7 +33,9 @@ def main() -> None:
     p.add_argument("--chunk-seconds", type=float, default=20.0,
                    help="transcribe audio longer than this in overlapping windows (0: never)")
     p.add_argument("--stride-seconds", type=float, default=None, help="context on each side of a window")
-    p.add_argument("--decoder", choices=("greedy", "beam"), default="greedy")
+    p.add_argument("--decoder", choices=("greedy", "beam", "choices"), default="greedy")
+    p.add_argument("--choices", help="with --decoder choices: a text file (one phrase a line) or data spec (its "
+                                     "transcripts); each file is transcribed as the most probable of these phrases")
     p.add_argument("--lm", help="LM directory (scripts/build_lm.py); default with beam: the model's own, if any")
     p.add_argument("--beam-width", type=int, default=None)
     p.add_argument("--alpha", type=float, default=None)
@@ -40,7 +43,9 @@ def main() -> None:
     add_tempos_argument(p)
     p.add_argument("audio", nargs="+", help="audio files (wav, flac, ogg, mp3)")
     a = p.parse_args()
-    model, fe, tok, _ = load_model_dir(a.model)
+    check_choices(a.decoder, a.choices)
+    model, fe, tok, meta = load_model_dir(a.model)
+    phrases = read_choices(a.choices, meta.get("normalizer", "default"), a.decoder)
     audios, names, failed = [], [], 0
     for path in a.audio:
         try:
@@ -52,7 +57,8 @@ def main() -> None:
     transcriber, _ = build_transcriber(model, fe, tok, a.model, decoder=a.decoder, lm=a.lm, beam_width=a.beam_width,
                                        alpha=a.alpha, beta=a.beta, batch_seconds=a.batch_seconds,
                                        chunk_seconds=a.chunk_seconds, stride_seconds=a.stride_seconds,
-                                       workers=a.workers, tempos=parse_tempos(a.tempos) if a.tempos else None)
+                                       workers=a.workers, tempos=parse_tempos(a.tempos) if a.tempos else None,
+                                       choices=phrases)
     texts = transcriber.transcribe(audios)
     for name, text in zip(names, texts, strict=True):
         print(json.dumps({"audio": name, "text": text}, ensure_ascii=False), flush=True)

@@ -192,3 +192,18 @@ def load_spec(spec: DataSpec, need_text: bool = True) -> datasets.Dataset:
 def describe_spec(spec: DataSpec) -> str:
     extra = ", ".join(f"{k}={v}" for k, v in (("config", spec.config), ("split", spec.split)) if v)
     return spec.path + (f" ({extra})" if extra else "")
+
+
+def read_sentences(text: str | Path, normalize: Any, split: str | None = None, config: str | None = None,
+                   text_column: str = "text") -> list[str]:
+    """Normalised non-empty sentences of a plain text file (one a line) or of a data spec's transcripts
+    (a folder, a .csv/.jsonl manifest, a Hub dataset): an LM's training text, a list of phrases."""
+    path = Path(text).expanduser()
+    if path.is_file() and path.suffix not in (".csv", ".jsonl", ".json"):
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError:
+            raise DataError(f"{path}: not UTF-8 text") from None
+        return [s for s in (normalize(line) for line in lines) if s]
+    table = load_spec(DataSpec(path=str(text), split=split, config=config, text_column=text_column), need_text=True)
+    return [s for s in (normalize(t or "") for t in table["text"]) if s]

@@ -144,6 +144,7 @@ def evaluate_model(
     write_html: bool = True,
     workers: int | None = None,
     tempos: Sequence[float] | None = None,
+    choices: str | None = None,
 ) -> dict[str, Any]:
     """Transcribe `data` with the model and write metrics.json, predictions.jsonl, report.html.
 
@@ -152,6 +153,8 @@ def evaluate_model(
     (default 20; 0 turns chunking off) is transcribed in overlapping windows (`long_audio`).
     `workers`: batches transcribed at once on a CPU (default: one per torch thread; see `Transcriber`).
     `tempos`: greedy decoding at these speaking rates, the transcript they agree on most (`tempo.py`).
+    `choices` (with `decoder="choices"`): a text file (a phrase a line) or data spec (its transcripts) whose
+    phrases are the only possible transcripts (`choices.py`).
     """
     from pipeline.evaluation.long_audio import DEFAULT_CHUNK_SECONDS
 
@@ -165,10 +168,13 @@ def evaluate_model(
         min_duration=0.0, max_duration=max_duration, need_text=True, on_bad_rows=on_bad_rows,
         cache_dir=cache_dir or default_cache_dir(),
     )
+    phrases = read_choices(choices, normalizer, decoder)
     transcriber, decoding = build_transcriber(model, fe, tok, model_dir, decoder=decoder, lm=lm, beam_width=beam_width,
                                               alpha=alpha, beta=beta, batch_seconds=batch_seconds,
                                               chunk_seconds=chunk_seconds, stride_seconds=stride_seconds,
-                                              workers=workers, tempos=tempos)
+                                              workers=workers, tempos=tempos, choices=phrases)
+    if choices:
+        decoding["choices_from"] = str(choices)
     hyps = transcribe_table(accelerator, transcriber, table, progress=True)
     metrics, rows = score(table, hyps, normalizer, group_by=group_by)
     metrics.update(model=str(model_dir), data=describe_spec(data), skipped_rows=report.count(), decoding=decoding)
@@ -186,16 +192,40 @@ def evaluate_model(
     return metrics
 
 
+def check_choices(decoder: str, choices: str | None) -> None:
+    """`--decoder choices` needs `--choices`, and `--choices` means nothing to the other decoders."""
+    from pipeline.errors import ModelError
+
+    if (decoder == "choices") != bool(choices):
+        raise ModelError("--decoder choices and --choices FILE go together")
+
+
+def read_choices(choices: str | None, normalizer: str, decoder: str) -> list[str] | None:
+    """The phrases of `--choices` (normalised as the references are), checked against `--decoder`."""
+    from pipeline.data.sources import read_sentences
+
+    check_choices(decoder, choices)
+    return read_sentences(choices, get_normalizer(normalizer)) if choices else None
+
+
 def build_transcriber(model: Any, fe: Any, tok: Any, model_dir: str | Path, decoder: str = "greedy",
                       lm: str | None = None, beam_width: int | None = None, alpha: float | None = None,
                       beta: float | None = None, batch_seconds: float | None = None, chunk_seconds: float | None = None,
                       stride_seconds: float | None = None, tempos: Sequence[float] | None = None,
-                      **kwargs: Any) -> tuple[Any, dict[str, Any]]:
-    """(transcriber, description for metrics.json): greedy (at one tempo or several) or beam search, chunking
-    long audio (chunked files are decoded at tempo 1 only)."""
+                      choices: Sequence[str] | None = None, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+    """(transcriber, description for metrics.json): greedy (at one tempo or several), beam search, or one of
+    the phrases `choices`; chunking long audio (chunked files are decoded at tempo 1 only; with `choices`
+    every file is one utterance, whatever its length)."""
     from pipeline.errors import ModelError
     from pipeline.evaluation.long_audio import make_transcriber
 
+    if decoder == "choices":
+        from pipeline.evaluation.choices import ChoicesTranscriber
+
+        if lm is not None or tempos:
+            raise ModelError("--decoder choices takes neither --lm nor --tempos")
+        chooser = ChoicesTranscriber(model, fe, tok, choices or [], batch_seconds=batch_seconds, **kwargs)
+        return chooser, {"decoder": "choices", "choices": len(chooser.phrases)}
     if decoder == "greedy":
         if lm is not None:
             raise ModelError("--lm needs --decoder beam")
@@ -226,7 +256,7 @@ def build_transcriber(model: Any, fe: Any, tok: Any, model_dir: str | Path, deco
         base = BeamSearchTranscriber(model, fe, tok, ctc_decoder, beam_width=width, batch_seconds=batch_seconds, **kwargs)
         decoding = describe_decoder("beam", lm, width, alpha, beta)
     else:
-        raise ModelError(f"--decoder: unknown decoder {decoder!r} (choose greedy or beam)")
+        raise ModelError(f"--decoder: unknown decoder {decoder!r} (choose greedy, beam or choices)")
     if chunk_seconds:
         decoding["chunk_seconds"] = float(chunk_seconds)
         decoding["stride_seconds"] = round(float(stride_seconds if stride_seconds is not None else chunk_seconds / 6), 3)

@@ -449,17 +449,6 @@ class BeamSearchTranscriber(Transcriber):
         return [self.decode_frames(row[: int(m.sum())].numpy()) for row, m in zip(rows, mask.cpu(), strict=True)]
 
 
-def lm_sentences_from_text(path: str | Path, normalize: Any) -> list[str]:
-    """Normalised non-empty lines of a text file."""
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            s = normalize(line)
-            if s:
-                out.append(s)
-    return out
-
-
 def describe_decoder(decoder: str, lm: str | Path | None, beam_width: int, alpha: float | None, beta: float | None
                      ) -> dict[str, Any]:
     """What metrics.json records about decoding."""
@@ -482,5 +471,4 @@ def describe_decoder(decoder: str, lm: str | Path | None, beam_width: int, alpha
 __all__ = [
     "NgramModel", "build_ngram_model", "write_arpa", "read_arpa", "tokenizer_labels", "check_alphabet",
     "build_lm_dir", "mark_model_dir", "find_lm_dir", "load_decoder", "BeamSearchTranscriber", "describe_decoder",
-    "lm_sentences_from_text",
 ]

@@ -87,14 +87,14 @@ class Trainer:
             seed=self.recipe.seed, sorted_epochs=t.sortagrad_epochs,
         )
 
-    def _optimizer_name(self) -> str:
-        """`train.optimizer` for this machine; with auto, a resumed run keeps the one its checkpoint was trained
-        with (its optimizer state fits no other), wherever it resumes."""
+    def _optimizer_name(self, ckpt: Path | None) -> str:
+        """`train.optimizer` for this machine; with auto, a run resuming from `ckpt` keeps the one that checkpoint
+        was trained with (its optimizer state fits no other), wherever it resumes."""
         t = self.recipe.train
         sharded = self.acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
         name = choose_optimizer(t.optimizer, self.acc.device, sharded)
-        ckpt = latest_checkpoint(self.out) if t.optimizer == "auto" and t.resume else None
-        saved = json.loads((ckpt / STATE_FILE).read_text(encoding="utf-8")).get("optimizer") if ckpt else None
+        use_saved = ckpt is not None and t.optimizer == "auto"
+        saved = json.loads((ckpt / STATE_FILE).read_text(encoding="utf-8")).get("optimizer") if use_saved else None
         if saved in ("adamw", "muon") and saved != name:
             logger.info("train.optimizer=auto: %s, as in the checkpoint this run resumes (this machine would pick %s)",
                         saved, name)
@@ -125,7 +125,8 @@ class Trainer:
 
         # Measured on CPUs only (oneDNN kernels): GPU runs keep transformers' forwards until measured there.
         model = speed_up(task.model) if t.fast_forward and acc.device.type == "cpu" else task.model
-        optimizer_name = self._optimizer_name()
+        ckpt = latest_checkpoint(self.out) if t.resume else None  # the one this run resumes from
+        optimizer_name = self._optimizer_name(ckpt)
         optimizer = build_optimizer(model, dataclasses.replace(t, optimizer=optimizer_name))
         sampler = self._sampler()
         # Each epoch packs its own batches, so epochs may differ by a batch or two: count them all.
@@ -143,7 +144,6 @@ class Trainer:
         state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "skipped_nonfinite": 0, "audio_seconds": 0.0,
                  "train_seconds": 0.0, "history": [], "optimizer": optimizer_name}
         if t.resume:
-            ckpt = latest_checkpoint(self.out)
             if ckpt is None:
                 logger.warning("train.resume=true but %s holds no complete checkpoint: starting from scratch", self.out / "checkpoints")
             else:

@@ -5,7 +5,8 @@ Example: python scripts/transcribe.py --model runs/quickstart a.wav b.flac
 Audio longer than --chunk-seconds is transcribed in overlapping windows; --decoder beam [--lm DIR]
 decodes with CTC beam search and an n-gram LM; --tempos 0.875,0.9375,1,1.0625,1.125 decodes at several
 speaking rates and keeps the transcript they agree on; --decoder choices --choices FILE picks the most
-probable of a list of phrases (digits, commands; see docs/evaluation.md).
+probable of a list of phrases (digits, commands; see docs/evaluation.md); --timestamps adds each word's
+start and end in seconds ({"audio": ..., "text": ..., "words": [{"word": ..., "start": ..., "end": ...}]}).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sys
 
 from pipeline.audio import read_audio
 from pipeline.cli import entry_point
-from pipeline.errors import DataError
+from pipeline.errors import DataError, ModelError
 from pipeline.evaluation.evaluate import build_transcriber, check_choices, load_model_dir, read_choices
 from pipeline.evaluation.tempo import add_tempos_argument, parse_tempos
 
@@ -41,9 +42,13 @@ def main() -> None:
     p.add_argument("--alpha", type=float, default=None)
     p.add_argument("--beta", type=float, default=None)
     add_tempos_argument(p)
+    p.add_argument("--timestamps", action="store_true",
+                   help="add each word's start and end (seconds) from the CTC output frames; any decoder, one tempo")
     p.add_argument("audio", nargs="+", help="audio files (wav, flac, ogg, mp3)")
     a = p.parse_args()
     check_choices(a.decoder, a.choices)
+    if a.timestamps and a.tempos:
+        raise ModelError("--timestamps needs decoding at one tempo: leave out --tempos")
     model, fe, tok, meta = load_model_dir(a.model)
     phrases = read_choices(a.choices, meta.get("normalizer", "default"), a.decoder)
     audios, names, failed = [], [], 0
@@ -59,9 +64,9 @@ def main() -> None:
                                        chunk_seconds=a.chunk_seconds, stride_seconds=a.stride_seconds,
                                        workers=a.workers, tempos=parse_tempos(a.tempos) if a.tempos else None,
                                        choices=phrases)
-    texts = transcriber.transcribe(audios)
-    for name, text in zip(names, texts, strict=True):
-        print(json.dumps({"audio": name, "text": text}, ensure_ascii=False), flush=True)
+    results = transcriber.transcribe_words(audios) if a.timestamps else [{"text": t} for t in transcriber.transcribe(audios)]
+    for name, result in zip(names, results, strict=True):
+        print(json.dumps({"audio": name, **result}, ensure_ascii=False), flush=True)
     if failed:
         raise SystemExit(1)
 

@@ -28,6 +28,10 @@ Everything here is offline and small enough for a 2-core machine. Reuse them in 
     characters: comparisons between inference paths are then not trivially ``"" == ""``.
     Treat it as read-only; the full recipe used is saved as ``recipe.yaml`` inside it.
 
+``parakeet_tokenizer(pieces=...) -> ParakeetTokenizer`` (a function)
+    A SentencePiece-style (Unigram + Metaspace) tokenizer built offline, blank ("<pad>") last, as
+    transformers' NeMo conversion makes them for Parakeet CTC checkpoints.
+
 ``lone_pass_texts(asr, audio, sr) -> (every_frame, audio_frames)`` (a function)
     What ``transformers.pipeline`` computes for one utterance, by hand: the greedy transcript of
     every output frame (the pipeline's text) and of the frames the model counts as audio (ours;
@@ -116,6 +120,26 @@ def lone_pass_texts(asr: Any, audio: Any, sr: int) -> tuple[str, str]:
         frames = asr.model._get_output_attention_mask(inputs["attention_mask"], logits.shape[0])[0].bool()
         audio_ids[~frames] = asr.model.config.pad_token_id
     return asr.tokenizer.decode(ids.tolist()), asr.tokenizer.decode(audio_ids.tolist())
+
+
+def parakeet_tokenizer(pieces: tuple[str, ...] = ("▁the", "▁a", "ing", "er")) -> Any:
+    """A SentencePiece-style (Unigram + Metaspace) ParakeetTokenizer, built offline.
+
+    As transformers' NeMo conversion does for CTC checkpoints, "<pad>" (the CTC blank) is added after
+    the SentencePiece pieces, so it is the last id.
+    """
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import ParakeetTokenizer
+
+    vocab = [("<unk>", 0.0), ("▁", -2.0), *[(p, -1.5) for p in pieces], *[(c, -3.0) for c in "abcdefghijklmnopqrstuvwxyz'"]]
+    backend = Tokenizer(models.Unigram(vocab, unk_id=0, byte_fallback=False))
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    backend.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    tok = ParakeetTokenizer(tokenizer_object=backend, clean_up_tokenization_spaces=False)
+    tok.add_special_tokens({"pad_token": AddedToken("<pad>", normalized=False, special=True),
+                            "unk_token": AddedToken("<unk>", normalized=False, special=True)})
+    assert tok.pad_token_id == len(tok) - 1 == len(vocab)
+    return tok
 
 
 def run_script_impl(script: str, *args: str, timeout: float = 300, env: dict[str, str] | None = None,

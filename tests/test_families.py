@@ -33,7 +33,7 @@ import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
-from conftest import lone_pass_texts  # noqa: E402
+from conftest import lone_pass_texts, parakeet_tokenizer  # noqa: E402
 
 from pipeline.config import ModelConfig, load_recipe  # noqa: E402
 from pipeline.data.text import build_vocab, get_normalizer  # noqa: E402
@@ -202,26 +202,6 @@ def train_texts(corpus: Path) -> list[str]:
     normalize = get_normalizer("default")
     with open(corpus / "train" / "metadata.csv", encoding="utf-8", newline="") as f:
         return [normalize(r["text"]) for r in csv.DictReader(f)]
-
-
-def parakeet_tokenizer(pieces: tuple[str, ...] = ("▁the", "▁a", "ing", "er")) -> Any:
-    """A SentencePiece-style (Unigram + Metaspace) ParakeetTokenizer, built offline.
-
-    As transformers' NeMo conversion does for CTC checkpoints, "<pad>" (the CTC blank) is added after
-    the SentencePiece pieces, so it is the last id.
-    """
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import ParakeetTokenizer
-
-    vocab = [("<unk>", 0.0), ("▁", -2.0), *[(p, -1.5) for p in pieces], *[(c, -3.0) for c in "abcdefghijklmnopqrstuvwxyz'"]]
-    backend = Tokenizer(models.Unigram(vocab, unk_id=0, byte_fallback=False))
-    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
-    backend.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
-    tok = ParakeetTokenizer(tokenizer_object=backend, clean_up_tokenization_spaces=False)
-    tok.add_special_tokens({"pad_token": AddedToken("<pad>", normalized=False, special=True),
-                            "unk_token": AddedToken("<unk>", normalized=False, special=True)})
-    assert tok.pad_token_id == len(tok) - 1 == len(vocab)
-    return tok
 
 
 def head_weight(model_dir: Path) -> torch.Tensor:

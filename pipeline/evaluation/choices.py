@@ -15,9 +15,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+import torchaudio.functional as AF
 
 from pipeline.errors import ModelError
 from pipeline.evaluation.inference import Transcriber
+from pipeline.evaluation.timestamps import Timed, path_words, timed
 
 
 def phrase_ids(tokenizer: Any, phrases: Sequence[str]) -> list[list[int]]:
@@ -43,6 +45,7 @@ class ChoicesTranscriber(Transcriber):
         ids = phrase_ids(tokenizer, self.phrases)
         self._targets = torch.tensor([i for x in ids for i in x], dtype=torch.long)
         self._target_lengths = torch.tensor([len(x) for x in ids], dtype=torch.long)
+        self._starts = [0, *torch.cumsum(self._target_lengths, 0).tolist()[:-1]]
 
     def phrase_losses(self, log_probs: torch.Tensor) -> torch.Tensor:
         """Minus the log-probability of each phrase given one utterance's (frames, vocab) log-probabilities."""
@@ -52,10 +55,29 @@ class ChoicesTranscriber(Transcriber):
                           reduction="none", zero_infinity=False)
 
     @torch.inference_mode()
+    def choose(self, logits: torch.Tensor) -> int | None:
+        """Index of the most probable phrase for one utterance's (frames, vocab) logits; None if none fits."""
+        losses = self.phrase_losses(logits.log_softmax(-1))
+        best = int(losses.argmin())
+        return best if torch.isfinite(losses[best]) else None
+
+    def rows(self, logits: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
+        return [row[: int(m.sum())] for row, m in zip(logits.float().cpu(), mask.cpu(), strict=True)]
+
     def logits_to_text(self, logits: torch.Tensor, mask: torch.Tensor) -> list[str]:
+        return [self.phrases[i] if (i := self.choose(row)) is not None else "" for row in self.rows(logits, mask)]
+
+    @torch.inference_mode()
+    def logits_to_words(self, logits: torch.Tensor, mask: torch.Tensor) -> list[Timed]:
+        """The chosen phrases, their words placed by the phrase's most probable alignment (CTC forced alignment)."""
         out = []
-        for row, m in zip(logits.float().cpu(), mask.cpu(), strict=True):
-            losses = self.phrase_losses(row[: int(m.sum())].log_softmax(-1))
-            best = int(losses.argmin())
-            out.append(self.phrases[best] if torch.isfinite(losses[best]) else "")
+        for row in self.rows(logits, mask):
+            best = self.choose(row)
+            if best is None:
+                out.append(timed("", [], self.frame_seconds()))
+                continue
+            targets = self._targets[self._starts[best]:self._starts[best] + self._target_lengths[best]]
+            path, _ = AF.forced_align(row.log_softmax(-1)[None], targets[None].int(), blank=self.blank)
+            out.append(timed(self.phrases[best], path_words(path[0].tolist(), self.tokenizer, self.blank),
+                             self.frame_seconds()))
         return out

@@ -17,16 +17,19 @@ batch's arithmetic is then the one-thread arithmetic, whatever the number of wor
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
 from pipeline.data.batching import eval_batches
+from pipeline.evaluation.timestamps import Timed, path_words, seconds_per_frame, settle, timed
 from pipeline.models.fast_features import single_utterance_log_mel
 from pipeline.models.fast_forward import speed_up
+
+T = TypeVar("T")
 
 # Inference batch budget (padded audio seconds) when none is given. Measured with benchmarks/transcribe.py
 # on 2 CPU cores: ~30-s batches keep the activations cache-sized and transcribe the synthetic test set
@@ -70,6 +73,17 @@ def output_mask(model: Any, attention_mask: torch.Tensor, frames_mask: torch.Ten
         lengths = torch.as_tensor(lengths, device=attention_mask.device)
         return torch.arange(frames, device=attention_mask.device)[None, :] < lengths[:, None]
     return torch.ones(frames_mask.shape[0], frames, dtype=torch.bool, device=frames_mask.device)
+
+
+def samples_per_frame(model: Any, feature_extractor: Any) -> int | None:
+    """Input samples per CTC output frame, when the architecture fixes it."""
+    config = getattr(model, "module", model).config
+    ratio = getattr(config, "inputs_to_logits_ratio", None)
+    if config.model_type == "parakeet_ctc":
+        sub = getattr(getattr(config, "encoder_config", None), "subsampling_factor", None)
+        hop = getattr(feature_extractor, "hop_length", None)
+        return int(sub * hop) if sub and hop else None
+    return int(ratio) if ratio else None
 
 
 def pads_exactly(model: Any) -> bool:
@@ -144,10 +158,24 @@ class Transcriber:
         self.workers = max(1, workers) if workers else default_workers(model, self.device)
 
     @torch.inference_mode()
-    def logits_to_text(self, logits: torch.Tensor, mask: torch.Tensor) -> list[str]:
+    def greedy_paths(self, logits: torch.Tensor, mask: torch.Tensor) -> list[list[int]]:
+        """Each utterance's most probable label per output frame of audio."""
         ids = logits.argmax(dim=-1)
         ids[~mask] = self.blank
-        return [self.tokenizer.decode(row[: int(m.sum())].tolist()) for row, m in zip(ids, mask, strict=True)]
+        return [row[: int(m.sum())].tolist() for row, m in zip(ids, mask, strict=True)]
+
+    def logits_to_text(self, logits: torch.Tensor, mask: torch.Tensor) -> list[str]:
+        return [self.tokenizer.decode(path) for path in self.greedy_paths(logits, mask)]
+
+    def logits_to_words(self, logits: torch.Tensor, mask: torch.Tensor) -> list[Timed]:
+        """`logits_to_text`'s transcripts, each with its words' start and end in seconds."""
+        return [timed(self.tokenizer.decode(path), path_words(path, self.tokenizer, self.blank), self.frame_seconds())
+                for path in self.greedy_paths(logits, mask)]
+
+    def frame_seconds(self) -> float:
+        """Seconds per output frame (a one-line error for a model without a fixed frame rate)."""
+        return seconds_per_frame(samples_per_frame(self.model, self.feature_extractor),
+                                 self.feature_extractor.sampling_rate)
 
     @contextlib.contextmanager
     def eval_mode(self) -> Iterator[None]:
@@ -204,7 +232,21 @@ class Transcriber:
 
     def transcribe(self, audios: Sequence[np.ndarray], progress: bool = False) -> list[str]:
         """Transcripts in input order."""
-        out: list[str] = [""] * len(audios)
+        return self.decode_all(audios, self.logits_to_text, progress)
+
+    def transcribe_words(self, audios: Sequence[np.ndarray], progress: bool = False, on_speech: bool = True
+                         ) -> list[Timed]:
+        """Transcripts with word timestamps (`logits_to_words`), in input order; `on_speech`: corrected for the
+        model's emission lag and kept within the speech (`timestamps.settle`), else the output frames' own."""
+        results = self.decode_all(audios, self.logits_to_words, progress)
+        if not on_speech:
+            return results
+        return [settle(r, a, self.feature_extractor.sampling_rate) for r, a in zip(results, audios, strict=True)]
+
+    def decode_all(self, audios: Sequence[np.ndarray], decode: Callable[[torch.Tensor, torch.Tensor], list[T]],
+                   progress: bool = False) -> list[T]:
+        """`decode(logits, mask)` of every batch, one result per audio in input order."""
+        out: list[Any] = [None] * len(audios)
         batches = self.batches(audios)
         results = self.forward_many([[audios[i] for i in b] for b in batches])
         if progress:
@@ -213,6 +255,6 @@ class Transcriber:
             results = tqdm(results, total=len(batches), desc="transcribing", unit="batch")
         # Decoding (greedy, or a beam search that is not thread-safe) stays on this thread.
         for b, (logits, mask) in zip(batches, results, strict=True):
-            for i, text in zip(b, self.logits_to_text(logits, mask), strict=True):
-                out[i] = text
+            for i, result in zip(b, decode(logits, mask), strict=True):
+                out[i] = result
         return out

@@ -42,6 +42,7 @@ import torch
 
 from pipeline.errors import ModelError
 from pipeline.evaluation.inference import Transcriber
+from pipeline.evaluation.timestamps import Timed, timed
 
 logger = logging.getLogger(__name__)
 
@@ -447,6 +448,20 @@ class BeamSearchTranscriber(Transcriber):
     def logits_to_text(self, logits: torch.Tensor, mask: torch.Tensor) -> list[str]:
         rows = logits.float().cpu()
         return [self.decode_frames(row[: int(m.sum())].numpy()) for row, m in zip(rows, mask.cpu(), strict=True)]
+
+    @torch.inference_mode()
+    def logits_to_words(self, logits: torch.Tensor, mask: torch.Tensor) -> list[Timed]:
+        """The best beams with their words' frame spans (pyctcdecode's), in seconds."""
+        out = []
+        for row, m in zip(logits.float().cpu(), mask.cpu(), strict=True):
+            frames = row[: int(m.sum())].numpy()
+            if frames.shape[0] == 0:
+                out.append(timed("", [], self.frame_seconds()))
+                continue
+            # prune_history as `decode` sets it, so that the text is `logits_to_text`'s
+            text, _, words, *_ = self.decoder.decode_beams(frames, beam_width=self.beam_width, prune_history=True)[0]
+            out.append(timed(text.strip(), [(w, s, e) for w, (s, e) in words], self.frame_seconds()))
+        return out
 
 
 def describe_decoder(decoder: str, lm: str | Path | None, beam_width: int, alpha: float | None, beta: float | None

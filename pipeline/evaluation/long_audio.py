@@ -16,26 +16,17 @@ Memory stays bounded by the window length (and the batch of windows), whatever t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
-from pipeline.evaluation.inference import Transcriber
+from pipeline.evaluation.inference import Transcriber, samples_per_frame
+from pipeline.evaluation.timestamps import Timed, settle
 
 DEFAULT_CHUNK_SECONDS = 20.0
-
-
-def samples_per_frame(model: Any, feature_extractor: Any) -> int | None:
-    """Input samples per CTC output frame, when the architecture fixes it."""
-    config = getattr(model, "module", model).config
-    ratio = getattr(config, "inputs_to_logits_ratio", None)
-    if config.model_type == "parakeet_ctc":
-        sub = getattr(getattr(config, "encoder_config", None), "subsampling_factor", None)
-        hop = getattr(feature_extractor, "hop_length", None)
-        return int(sub * hop) if sub and hop else None
-    return int(ratio) if ratio else None
+T = TypeVar("T")
 
 
 def chunk_starts(n_samples: int, chunk: int, stride_left: int, stride_right: int) -> list[int]:
@@ -110,20 +101,33 @@ class LongAudioTranscriber:
     def is_long(self, audio: np.ndarray) -> bool:
         return len(audio) > self.chunk_seconds * self.feature_extractor.sampling_rate
 
-    def transcribe_long(self, audio: np.ndarray) -> str:
+    def long_logits(self, audio: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stitched logits of one long audio as a batch of one, and its mask (every frame is audio)."""
         logits = chunked_logits(self.base, audio, self.chunk_seconds, self.stride_seconds)
-        mask = torch.ones(1, logits.shape[0], dtype=torch.bool)
-        return self.base.logits_to_text(logits[None], mask)[0]
+        return logits[None], torch.ones(1, logits.shape[0], dtype=torch.bool)
 
     def transcribe(self, audios: Sequence[np.ndarray], progress: bool = False) -> list[str]:
-        out: list[str] = [""] * len(audios)
+        return self._each(audios, self.base.transcribe, self.base.logits_to_text, progress)
+
+    def transcribe_words(self, audios: Sequence[np.ndarray], progress: bool = False, on_speech: bool = True
+                         ) -> list[Timed]:
+        """Transcripts with word timestamps (`Transcriber.transcribe_words`); those of a long file count from its start."""
+        sr = self.feature_extractor.sampling_rate
+        results = self._each(audios, lambda x, progress: self.base.transcribe_words(x, progress, on_speech=False),
+                             self.base.logits_to_words, progress)
+        return [settle(r, a, sr) for r, a in zip(results, audios, strict=True)] if on_speech else results
+
+    def _each(self, audios: Sequence[np.ndarray], short_many: Callable[..., list[T]],
+              decode: Callable[[torch.Tensor, torch.Tensor], list[T]], progress: bool) -> list[T]:
+        """Short audio through `short_many` (the wrapped transcriber's batching), long audio decoded one by one."""
+        out: list[Any] = [None] * len(audios)
         short = [i for i, a in enumerate(audios) if not self.is_long(a)]
-        long = [i for i, a in enumerate(audios) if self.is_long(a)]
         if short:
-            for i, text in zip(short, self.base.transcribe([audios[i] for i in short], progress=progress), strict=True):
-                out[i] = text
-        for i in long:
-            out[i] = self.transcribe_long(audios[i])
+            for i, result in zip(short, short_many([audios[i] for i in short], progress=progress), strict=True):
+                out[i] = result
+        for i, a in enumerate(audios):
+            if self.is_long(a):
+                out[i] = decode(*self.long_logits(a))[0]
         return out
 
 

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from pipeline.errors import ModelError
 from pipeline.evaluation.inference import Transcriber
+from pipeline.evaluation.timestamps import Timed
 
 MIN_TEMPO, MAX_TEMPO = 0.5, 2.0
 
@@ -96,6 +97,10 @@ class TempoEnsembleTranscriber(Transcriber):
             for i, rows in logits_at.items():
                 out[i] = self.choose(rows)
         return out
+
+    def transcribe_words(self, audios: Sequence[np.ndarray], progress: bool = False, on_speech: bool = True
+                         ) -> list[Timed]:
+        raise ModelError("word timestamps need decoding at one tempo: leave out --tempos")
 
     @torch.inference_mode()
     def choose(self, logits: Sequence[torch.Tensor]) -> str:

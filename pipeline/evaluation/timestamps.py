@@ -1,0 +1,113 @@
+"""Word timestamps from CTC output frames: where each word of a transcript starts and ends, in seconds.
+
+A CTC model labels every output frame with a token or blank. A token's span is its run of frames
+(repeats merge; a blank between two equal tokens separates them); a word's span runs from its first
+token's first frame to its last token's last frame, blanks around it excluded. Words are separated by
+the character vocabulary's delimiter ("|") or, in a SentencePiece vocabulary, start at a piece that
+begins with "▁". The same rule as `Wav2Vec2CTCTokenizer.decode(..., output_word_offsets=True)`, which
+only character vocabularies have; this one serves every tokenizer and any frame path (the greedy one,
+or a forced alignment of a chosen transcript).
+
+Frames become seconds at the model's fixed frame rate (`samples_per_frame`): the same conversion as
+`transformers.pipeline(..., return_timestamps="word")`, which has no frame rate for Parakeet and so
+reports its words in the first few milliseconds of the audio.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, TypedDict
+
+import numpy as np
+
+from pipeline.errors import ModelError
+
+SPIECE_WORD_START = "\u2581"  # "▁"
+
+
+class Word(TypedDict):
+    word: str
+    start: float  # seconds from the start of the audio
+    end: float
+
+
+class Timed(TypedDict):
+    text: str
+    words: list[Word]
+
+
+def token_runs(path: Sequence[int], blank: int) -> list[tuple[int, int, int]]:
+    """(token, first frame, one past its last frame) of each non-blank run of a frame path."""
+    runs: list[tuple[int, int, int]] = []
+    start = 0
+    for t in range(1, len(path) + 1):
+        if t == len(path) or path[t] != path[start]:
+            if path[start] != blank:
+                runs.append((int(path[start]), start, t))
+            start = t
+    return runs
+
+
+def path_words(path: Sequence[int], tokenizer: Any, blank: int) -> list[tuple[str, int, int]]:
+    """(word, first frame, one past its last frame) of each word a CTC frame path spells."""
+    delimiter = getattr(tokenizer, "word_delimiter_token_id", None)
+    groups: list[list[tuple[int, int, int]]] = []
+    current: list[tuple[int, int, int]] = []
+    for run in token_runs(path, blank):
+        if run[0] == delimiter:
+            current = []
+            continue
+        if not current or tokenizer.convert_ids_to_tokens(run[0]).startswith(SPIECE_WORD_START):
+            current = [run]
+            groups.append(current)
+        else:
+            current.append(run)
+    out = []
+    for group in groups:
+        word = tokenizer.decode([t for t, _, _ in group], group_tokens=False).strip()
+        if word:
+            out.append((word, group[0][1], group[-1][2]))
+    return out
+
+
+def seconds_per_frame(samples_per_frame: int | None, sampling_rate: int) -> float:
+    """Seconds per CTC output frame; a model without a fixed frame rate is a one-line error."""
+    if not samples_per_frame:
+        raise ModelError("word timestamps need a model with a fixed output frame rate "
+                         "(config.inputs_to_logits_ratio, or Parakeet's subsampling and hop); this one has none")
+    return samples_per_frame / sampling_rate
+
+
+def timed(text: str, words: Sequence[tuple[str, int, int]], frame_seconds: float) -> Timed:
+    """A transcript with its words' spans converted from frames to seconds (millisecond precision)."""
+    return {"text": text, "words": [{"word": w, "start": round(s * frame_seconds, 3), "end": round(e * frame_seconds, 3)}
+                                    for w, s, e in words]}
+
+
+SPEECH_DB = -40.0  # speech spans where the signal is within this many dB of its peak (as pipeline.tts.alignment)
+
+
+def settle(result: Timed, audio: np.ndarray, sampling_rate: int) -> Timed:
+    """Word times moved onto the speech: less the model's emission lag, within the signal's loud span.
+
+    A CTC model with global attention may emit its labels a few frames late (the quickstart Conformer:
+    ~3 frames) or, when the labels are dense, spread them over the silence before the first word. The lag
+    is measured on the utterance itself, as `pipeline.tts.alignment` does: how far the last word ends after
+    the signal's energy does. Every time is moved back by it and kept within the loud span, in order.
+    """
+    from pipeline.audio import loud_span
+
+    words = result["words"]
+    if not words:
+        return result
+    first, last = loud_span(audio, SPEECH_DB) or (0, len(audio))
+    lo, hi = first / sampling_rate, last / sampling_rate
+    lag = max(0.0, words[-1]["end"] - hi)
+    out: list[Word] = []
+    floor = lo
+    for w in words:
+        start = min(max(w["start"] - lag, floor), hi)
+        end = min(max(w["end"] - lag, start), hi)
+        out.append({"word": w["word"], "start": round(start, 3), "end": round(end, 3)})
+        floor = start
+    return {"text": result["text"], "words": out}

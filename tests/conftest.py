@@ -32,6 +32,10 @@ Everything here is offline and small enough for a 2-core machine. Reuse them in 
     A SentencePiece-style (Unigram + Metaspace) tokenizer built offline, blank ("<pad>") last, as
     transformers' NeMo conversion makes them for Parakeet CTC checkpoints.
 
+``local_wav2vec2(text, num_hidden_layers=0, do_normalize=False) -> (model, fe, tok)`` (a function)
+    A tiny random wav2vec 2.0 CTC model with a character vocabulary of ``text``; with no attention
+    layers every output frame sees a few dozen samples (chunked logits then equal unchunked ones).
+
 ``lone_pass_texts(asr, audio, sr) -> (every_frame, audio_frames)`` (a function)
     What ``transformers.pipeline`` computes for one utterance, by hand: the greedy transcript of
     every output frame (the pipeline's text) and of the frames the model counts as audio (ours;
@@ -140,6 +144,22 @@ def parakeet_tokenizer(pieces: tuple[str, ...] = ("▁the", "▁a", "ing", "er")
                             "unk_token": AddedToken("<unk>", normalized=False, special=True)})
     assert tok.pad_token_id == len(tok) - 1 == len(vocab)
     return tok
+
+
+def local_wav2vec2(text: str, num_hidden_layers: int = 0, do_normalize: bool = False) -> tuple[Any, Any, Any]:
+    """(model, feature extractor, tokenizer): a tiny random wav2vec 2.0 CTC model (layer-normalised convolutions,
+    `num_hidden_layers` attention layers) with a character vocabulary of `text`, built offline (torch's seed)."""
+    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC
+
+    from pipeline.data.text import build_vocab
+    from pipeline.models.asr import character_tokenizer
+
+    tok = character_tokenizer(build_vocab([text]))
+    cfg = Wav2Vec2Config(**{**TINY_MODEL_CONFIGS["wav2vec2"], "num_hidden_layers": num_hidden_layers},
+                         vocab_size=len(tok), pad_token_id=tok.pad_token_id)
+    fe = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=do_normalize,
+                                  return_attention_mask=True)
+    return Wav2Vec2ForCTC(cfg).eval(), fe, tok
 
 
 def run_script_impl(script: str, *args: str, timeout: float = 300, env: dict[str, str] | None = None,

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.data.text import build_vocab, get_normalizer
+from pipeline.data.text import get_normalizer
 from pipeline.errors import ModelError
 from pipeline.evaluation.alignment import (
     align_words,
@@ -333,7 +333,7 @@ def test_lm_decodes_a_subword_vocabulary(tmp_path: Path) -> None:
 # Long audio
 # ---------------------------------------------------------------------------------------------
 def test_chunked_logits_equal_unchunked_for_a_local_model() -> None:
-    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC
+    from conftest import local_wav2vec2
 
     from pipeline.evaluation.inference import Transcriber
     from pipeline.evaluation.long_audio import (
@@ -342,18 +342,10 @@ def test_chunked_logits_equal_unchunked_for_a_local_model() -> None:
         chunked_logits,
         forward_logits,
     )
-    from pipeline.models.asr import character_tokenizer
 
     torch.manual_seed(0)
-    tok = character_tokenizer(build_vocab(["abc def"]))
     # no attention layers: every output frame sees a few dozen samples, far less than the stride
-    cfg = Wav2Vec2Config(hidden_size=32, num_hidden_layers=0, num_attention_heads=2, intermediate_size=64,
-                         conv_dim=[16, 16], conv_kernel=[10, 3], conv_stride=[5, 2], feat_extract_norm="layer",
-                         do_stable_layer_norm=True, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
-                         vocab_size=len(tok), pad_token_id=tok.pad_token_id)
-    model = Wav2Vec2ForCTC(cfg).eval()
-    fe = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=False,
-                                  return_attention_mask=True)
+    model, fe, tok = local_wav2vec2("abc def")
     tr = Transcriber(model, fe, tok, batch_seconds=4)
     audio = (np.random.default_rng(0).standard_normal(16000 * 5 + 123) * 0.1).astype(np.float32)
     assert len(chunk_starts(len(audio), 16000, 3200, 3200)) > 4

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import parakeet_tokenizer
+from conftest import local_wav2vec2, parakeet_tokenizer
 
 from pipeline.audio import read_audio
 from pipeline.data.text import build_vocab
@@ -110,19 +110,10 @@ def test_greedy_words_agree_with_the_transcripts(tiny, test_audios) -> None:
 def test_words_of_a_chunked_file_count_from_its_start() -> None:
     """A model whose receptive field is shorter than the stride: chunked logits equal unchunked ones, and so do
     the word times of a long file, wherever the windows cut it."""
-    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC
-
     from pipeline.evaluation.long_audio import LongAudioTranscriber
 
     torch.manual_seed(0)
-    tok = character_tokenizer(build_vocab(["abc def"]))
-    cfg = Wav2Vec2Config(hidden_size=32, num_hidden_layers=0, num_attention_heads=2, intermediate_size=64,
-                         conv_dim=[16, 16], conv_kernel=[10, 3], conv_stride=[5, 2], feat_extract_norm="layer",
-                         do_stable_layer_norm=True, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
-                         vocab_size=len(tok), pad_token_id=tok.pad_token_id)
-    model = Wav2Vec2ForCTC(cfg).eval()
-    fe = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=False,
-                                  return_attention_mask=True)
+    model, fe, tok = local_wav2vec2("abc def")
     tr = Transcriber(model, fe, tok, batch_seconds=4)
     audio = (np.random.default_rng(0).standard_normal(16000 * 5 + 123) * 0.1).astype(np.float32)
     whole = tr.transcribe_words([audio])[0]
@@ -133,19 +124,12 @@ def test_words_of_a_chunked_file_count_from_its_start() -> None:
 
 def test_words_equal_the_transformers_pipeline_where_it_knows_the_frame_rate(tmp_path: Path) -> None:
     """wav2vec 2.0 declares its frame rate (`inputs_to_logits_ratio`); there the pipeline's word times are ours."""
-    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC, pipeline
+    from transformers import pipeline
 
     torch.manual_seed(0)
-    tok = character_tokenizer(build_vocab(["the cat sat on a mat"]))
-    cfg = Wav2Vec2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
-                         conv_dim=[16, 16], conv_kernel=[10, 3], conv_stride=[5, 2], feat_extract_norm="layer",
-                         do_stable_layer_norm=True, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
-                         vocab_size=len(tok), pad_token_id=tok.pad_token_id)
-    model = Wav2Vec2ForCTC(cfg).eval()
+    model, fe, tok = local_wav2vec2("the cat sat on a mat", num_hidden_layers=1, do_normalize=True)
     with torch.no_grad():
         model.lm_head.weight.mul_(20)  # a random head that changes its mind often: many words
-    fe = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True,
-                                  return_attention_mask=True)
     for part in (model, tok, fe):
         part.save_pretrained(tmp_path)
     asr = pipeline("automatic-speech-recognition", model=str(tmp_path), device=-1)

@@ -6,7 +6,8 @@ Audio longer than --chunk-seconds is transcribed in overlapping windows; --decod
 decodes with CTC beam search and an n-gram LM; --tempos 0.875,0.9375,1,1.0625,1.125 decodes at several
 speaking rates and keeps the transcript they agree on; --decoder choices --choices FILE picks the most
 probable of a list of phrases (digits, commands; see docs/evaluation.md); --timestamps adds each word's
-start and end in seconds ({"audio": ..., "text": ..., "words": [{"word": ..., "start": ..., "end": ...}]}).
+start and end in seconds ({"audio": ..., "text": ..., "words": [{"word": ..., "start": ..., "end": ...}]});
+--subtitles DIR also writes DIR/<file name without suffix>.srt (or .vtt: --subtitle-format vtt) for each file.
 """
 
 from __future__ import annotations
@@ -14,12 +15,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from pipeline.audio import read_audio
 from pipeline.cli import entry_point
 from pipeline.errors import DataError, ModelError
 from pipeline.evaluation.evaluate import build_transcriber, check_choices, load_model_dir, read_choices
+from pipeline.evaluation.subtitles import FORMATS, cues, render
 from pipeline.evaluation.tempo import add_tempos_argument, parse_tempos
+from pipeline.io import write_text
 
 
 @entry_point
@@ -44,11 +48,18 @@ def main() -> None:
     add_tempos_argument(p)
     p.add_argument("--timestamps", action="store_true",
                    help="add each word's start and end (seconds) from the CTC output frames; any decoder, one tempo")
+    p.add_argument("--subtitles", metavar="DIR",
+                   help="write a subtitle file per audio file to DIR (its name with the format's suffix): word timestamps "
+                        "grouped into cues of at most 42 characters and 6 seconds, split at pauses of a second")
+    p.add_argument("--subtitle-format", choices=FORMATS, default="srt")
     p.add_argument("audio", nargs="+", help="audio files (wav, flac, ogg, mp3)")
     a = p.parse_args()
     check_choices(a.decoder, a.choices)
-    if a.timestamps and a.tempos:
-        raise ModelError("--timestamps needs decoding at one tempo: leave out --tempos")
+    timed = a.timestamps or a.subtitles
+    if timed and a.tempos:
+        raise ModelError(f"{'--timestamps' if a.timestamps else '--subtitles'} needs decoding at one tempo: "
+                         f"leave out --tempos")
+    subtitle_paths = subtitle_files(a.audio, a.subtitles, a.subtitle_format) if a.subtitles else {}
     model, fe, tok, meta = load_model_dir(a.model)
     phrases = read_choices(a.choices, meta.get("normalizer", "default"), a.decoder)
     audios, names, failed = [], [], 0
@@ -64,11 +75,30 @@ def main() -> None:
                                        chunk_seconds=a.chunk_seconds, stride_seconds=a.stride_seconds,
                                        workers=a.workers, tempos=parse_tempos(a.tempos) if a.tempos else None,
                                        choices=phrases)
-    results = transcriber.transcribe_words(audios) if a.timestamps else [{"text": t} for t in transcriber.transcribe(audios)]
+    results = transcriber.transcribe_words(audios) if timed else [{"text": t} for t in transcriber.transcribe(audios)]
     for name, result in zip(names, results, strict=True):
-        print(json.dumps({"audio": name, **result}, ensure_ascii=False), flush=True)
+        record: dict = {"audio": name, **result}
+        if a.subtitles:
+            write_text(subtitle_paths[name], render(cues(result["words"]), a.subtitle_format))
+            record["subtitles"] = str(subtitle_paths[name])
+            if not a.timestamps:
+                del record["words"]
+        print(json.dumps(record, ensure_ascii=False), flush=True)
     if failed:
         raise SystemExit(1)
+
+
+def subtitle_files(audio: list[str], folder: str, fmt: str) -> dict[str, Path]:
+    """Each audio file's subtitle path in `folder`; two files of the same name are a one-line error."""
+    out: dict[str, Path] = {}
+    by_name: dict[str, str] = {}
+    for path in audio:
+        name = Path(path).stem
+        if by_name.setdefault(name, path) != path:
+            raise DataError(f"--subtitles: {by_name[name]} and {path} would both write {name}.{fmt}")
+        out[path] = Path(folder) / f"{name}.{fmt}"
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    return out
 
 
 if __name__ == "__main__":

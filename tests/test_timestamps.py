@@ -179,3 +179,45 @@ def test_transcribe_script_writes_words_and_refuses_several_tempos(trained_tiny_
         model, fe, tok, _ = load_model_dir(str(trained_tiny_model), device="cpu")
         tempo, _ = build_transcriber(model, fe, tok, trained_tiny_model, tempos=[1.0, 1.1], chunk_seconds=0)
         tempo.transcribe_words([read_audio(wavs[0], 16000)[0]])
+
+
+def test_cues_keep_to_the_limits_and_render_as_srt_and_vtt() -> None:
+    from pipeline.evaluation.subtitles import clock, cues, render
+
+    def word(w: str, start: float, end: float) -> dict:
+        return {"word": w, "start": start, "end": end}
+
+    words = [word("one", 0.1, 0.4), word("two", 0.5, 0.8),  # together
+             word("three", 2.0, 2.4),  # after a 1.2-s pause: a new cue
+             word("a" * 33, 2.5, 3.0), word("four", 3.1, 3.3),  # 5 + 1 + 33 fits 42, then " four" does not
+             word("five", 3.4, 9.0), word("six", 9.1, 9.5)]  # 5.6 s on screen: "six" would make it 6.1
+    got = cues(words)
+    assert [(c["text"], c["start"], c["end"]) for c in got] == [
+        ("one two", 0.1, 0.8), ("three " + "a" * 33, 2.0, 3.0), ("four five", 3.1, 9.0), ("six", 9.1, 9.5)]
+    assert clock(3725.0456, ",") == "01:02:05,046" and clock(-0.01, ".") == "00:00:00.000"
+    assert render(got[:2], "srt") == ("1\n00:00:00,100 --> 00:00:00,800\none two\n\n"
+                                      "2\n00:00:02,000 --> 00:00:03,000\nthree " + "a" * 33 + "\n")
+    assert render(got[:1], "vtt") == "WEBVTT\n\n00:00:00.100 --> 00:00:00.800\none two\n"
+    assert cues([]) == [] and render([], "vtt") == "WEBVTT\n"
+
+
+def test_transcribe_script_writes_subtitles(trained_tiny_model: Path, tiny_corpus: Path, tmp_path: Path,
+                                            run_script) -> None:
+    wavs = [str(p) for p in sorted((tiny_corpus / "test").glob("*.wav"))[:2]]
+    out = tmp_path / "subs"
+    proc = run_script("transcribe.py", "--model", str(trained_tiny_model), "--subtitles", str(out),
+                      "--subtitle-format", "vtt", *wavs)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for line, wav in zip(proc.stdout.splitlines(), wavs, strict=True):
+        record = json.loads(line)
+        path = out / (Path(wav).stem + ".vtt")
+        assert record["subtitles"] == str(path) and "words" not in record
+        text = path.read_text(encoding="utf-8")
+        assert text.startswith("WEBVTT\n")
+        said = [x for x in text.split("\n\n")[1:] if x.strip()]
+        assert " ".join(x.splitlines()[1] for x in said).split() == record["text"].split()
+    copy = tmp_path / "other" / Path(wavs[0]).name
+    copy.parent.mkdir()
+    copy.write_bytes(Path(wavs[0]).read_bytes())
+    clash = run_script("transcribe.py", "--model", str(trained_tiny_model), "--subtitles", str(out), wavs[0], str(copy))
+    assert clash.returncode != 0 and f"would both write {Path(wavs[0]).stem}.srt" in clash.stderr.strip().splitlines()[-1]

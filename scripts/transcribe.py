@@ -15,13 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from pipeline.audio import read_audio
 from pipeline.cli import entry_point
 from pipeline.errors import DataError, ModelError
 from pipeline.evaluation.evaluate import build_transcriber, check_choices, load_model_dir, read_choices
-from pipeline.evaluation.subtitles import FORMATS, cues, render
+from pipeline.evaluation.subtitles import FORMATS, cues, render, subtitle_files
 from pipeline.evaluation.tempo import add_tempos_argument, parse_tempos
 from pipeline.io import write_text
 
@@ -86,19 +85,6 @@ def main() -> None:
         print(json.dumps(record, ensure_ascii=False), flush=True)
     if failed:
         raise SystemExit(1)
-
-
-def subtitle_files(audio: list[str], folder: str, fmt: str) -> dict[str, Path]:
-    """Each audio file's subtitle path in `folder`; two files of the same name are a one-line error."""
-    out: dict[str, Path] = {}
-    by_name: dict[str, str] = {}
-    for path in audio:
-        name = Path(path).stem
-        if by_name.setdefault(name, path) != path:
-            raise DataError(f"--subtitles: {by_name[name]} and {path} would both write {name}.{fmt}")
-        out[path] = Path(folder) / f"{name}.{fmt}"
-    Path(folder).mkdir(parents=True, exist_ok=True)
-    return out
 
 
 if __name__ == "__main__":

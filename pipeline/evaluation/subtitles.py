@@ -8,8 +8,10 @@ seconds, so a cue never spans a silence.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TypedDict
 
+from pipeline.errors import DataError
 from pipeline.evaluation.timestamps import Word
 
 FORMATS = ("srt", "vtt")
@@ -54,3 +56,16 @@ def render(cue_list: Sequence[Cue], fmt: str) -> str:
         blocks = [f"{clock(c['start'], '.')} --> {clock(c['end'], '.')}\n{c['text']}\n" for c in cue_list]
         return "\n".join(["WEBVTT\n", *blocks])
     raise ValueError(f"subtitle format {fmt!r}: choose {' or '.join(FORMATS)}")
+
+
+def subtitle_files(audio: list[str], folder: str, fmt: str) -> dict[str, Path]:
+    """Each audio file's subtitle path in `folder`; two files of the same name are a one-line error."""
+    out: dict[str, Path] = {}
+    by_name: dict[str, str] = {}
+    for path in audio:
+        name = Path(path).stem
+        if by_name.setdefault(name, path) != path:
+            raise DataError(f"--subtitles: {by_name[name]} and {path} would both write {name}.{fmt}")
+        out[path] = Path(folder) / f"{name}.{fmt}"
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    return out

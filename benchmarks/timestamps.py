@@ -15,6 +15,9 @@ model's normaliser) and only correctly recognised words are scored: hypothesis â
 and end, in milliseconds (the median of its size, and the mean of the start's sign: > 0 is late). The last column
 is the pipeline's median start error divided by ours.
 
+Under the table: how well each word's `confidence` tells right words from wrong ones (AUROC over all recognised
+words, and the share right in bins of confidence: a calibrated confidence of 0.6 is right 60% of the time).
+
   python benchmarks/timestamps.py --model runs/quickstart                  # data/synth, 50 utterances
   python benchmarks/timestamps.py --model runs/quickstart --corpus data/synth --limit 200
 """
@@ -141,6 +144,32 @@ def main() -> None:
                  ["arm", "words scored", "start error, median size (ms)", "start bias, mean (ms)", "starts within 50 ms",
                   "end error, median size (ms)", "end bias, mean (ms)", "pipeline / ours (median start error)"],
                  rows, "nothing measured here depends on it")
+    print_confidence([r["words"] for r in ours], [refs[i] for i in usable], normalize)
+
+
+def right_words(reference: str, hypothesis_words: list[str]) -> list[bool]:
+    """Whether each hypothesis word is a hit of the Levenshtein alignment to the reference."""
+    return [op == HIT for op, _, _ in align_words(reference, " ".join(hypothesis_words)) if op != DEL]
+
+
+def print_confidence(words: list[list[Any]], refs: list[str], normalize: Any) -> None:
+    """How well the words' `confidence` tells right from wrong: AUROC, and the share right per confidence bin."""
+    from scipy.stats import rankdata
+
+    conf, right = [], []
+    for ws, ref in zip(words, refs, strict=True):
+        right += right_words(ref, [normalize(w["word"]) for w in ws])
+        conf += [w["confidence"] for w in ws]
+    y, x = np.array(right), np.array(conf)
+    pos, neg = int(y.sum()), int(len(y) - y.sum())
+    auroc = (rankdata(x)[y].sum() - pos * (pos + 1) / 2) / (pos * neg) if pos and neg else float("nan")
+    print(f"\nword confidence (`--timestamps`): {len(y)} recognised words, {pos} right; "
+          f"AUROC of confidence for right vs wrong {auroc:.3f}")
+    print("| confidence | words | mean confidence | share right |\n|---|---|---|---|")
+    for lo, hi in ((0.0, 0.3), (0.3, 0.5), (0.5, 0.7), (0.7, 0.8), (0.8, 0.9), (0.9, 1.01)):
+        m = (x >= lo) & (x < hi)
+        if m.any():
+            print(f"| {lo:.1f}â€“{min(hi, 1.0):.1f} | {int(m.sum())} | {x[m].mean():.3f} | {y[m].mean():.1%} |")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from pipeline.data.text import build_vocab
 from pipeline.errors import ModelError
 from pipeline.evaluation.evaluate import build_transcriber, load_model_dir
 from pipeline.evaluation.inference import Transcriber
-from pipeline.evaluation.timestamps import path_words, settle, token_runs
+from pipeline.evaluation.timestamps import aligned_confidence, path_words, peak_confidence, settle, token_runs
 from pipeline.models.asr import character_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread_module")
@@ -48,8 +49,9 @@ def test_character_words_equal_the_tokenizers_own_offsets() -> None:
         path = rng.choice(letters + [blank] * 4 + [delimiter] * 2, size=int(rng.integers(0, 40))).tolist()
         theirs = tok.decode(path, output_word_offsets=True)
         ours = path_words(path, tok, blank)
-        assert ours == [(w["word"], int(w["start_offset"]), int(w["end_offset"])) for w in theirs.word_offsets], path
-        assert [w for w, _, _ in ours] == theirs.text.split()
+        assert [(w, s, e) for w, s, e, _ in ours] == \
+            [(w["word"], int(w["start_offset"]), int(w["end_offset"])) for w in theirs.word_offsets], path
+        assert [w for w, *_ in ours] == theirs.text.split() and all(c is None for *_, c in ours)
         checked += len(ours)
     assert checked > 300
 
@@ -60,8 +62,8 @@ def test_sentencepiece_words_start_at_word_start_pieces() -> None:
     ids = {p: tok.convert_tokens_to_ids(p) for p in ("▁the", "▁", "c", "a", "t", "ing", "s")}
     #        0 1       2       3       4      5        6       7      8        9      10      11
     path = [blank, ids["▁the"], ids["▁the"], blank, ids["▁"], ids["c"], ids["a"], blank, ids["t"], ids["ing"], ids["s"], blank]
-    assert path_words(path, tok, blank) == [("the", 1, 3), ("catings", 4, 11)]
-    assert [w for w, _, _ in path_words(path, tok, blank)] == tok.decode(path).split()
+    assert path_words(path, tok, blank) == [("the", 1, 3, None), ("catings", 4, 11, None)]
+    assert [w for w, *_ in path_words(path, tok, blank)] == tok.decode(path).split()
 
 
 def test_settle_takes_the_lag_off_and_keeps_words_on_the_speech() -> None:
@@ -73,7 +75,33 @@ def test_settle_takes_the_lag_off_and_keeps_words_on_the_speech() -> None:
         {"word": "a", "start": 0.1, "end": 0.35}, {"word": "b", "start": 0.45, "end": 0.75}]
     early = {"text": "a", "words": [{"word": "a", "start": 0.2, "end": 0.6}]}
     assert settle(early, audio, sr) == early  # no lag: nothing moves
+    squeezed = {"text": "a b", "words": [{"word": "a", "start": 0.0, "end": 0.05, "confidence": 0.9},
+                                         {"word": "b", "start": 0.3, "end": 0.8}]}
+    assert settle(squeezed, audio, sr, min_seconds=0.032)["words"] == [  # a keeps one frame; confidence kept
+        {"word": "a", "start": 0.1, "end": 0.132, "confidence": 0.9}, {"word": "b", "start": 0.25, "end": 0.75}]
     assert settle({"text": "", "words": []}, audio, sr) == {"text": "", "words": []}
+
+
+def test_confidence_is_the_product_of_each_tokens_peak_probability() -> None:
+    blank, vocab = 0, 4
+    probs = torch.full((7, vocab), 0.01)
+    for t, (token, p) in enumerate([(1, 0.9), (1, 0.6), (0, 0.97), (2, 0.5), (3, 0.8), (3, 0.97), (0, 0.97)]):
+        probs[t, token] = p
+    log_probs = probs.log()
+    path = log_probs.argmax(-1).tolist()
+    runs = token_runs(path, blank)
+    assert runs == [(1, 0, 2), (2, 3, 4), (3, 4, 6)]
+    assert peak_confidence(runs, log_probs) == pytest.approx(0.9 * 0.5 * 0.97)
+    assert aligned_confidence(log_probs, [1, 2, 3], blank) == pytest.approx(0.9 * 0.5 * 0.97)  # the same path
+    assert aligned_confidence(log_probs[:2], [1, 2, 3], blank) is None  # three tokens, two frames
+    tok = character_tokenizer(build_vocab(["ab ba"]))
+    ids = [tok.convert_tokens_to_ids(c) for c in "ab"]
+    path = [ids[0], tok.pad_token_id, ids[1], tok.word_delimiter_token_id, ids[1], ids[0]]
+    log_probs = torch.full((6, len(tok)), -8.0)
+    log_probs[torch.arange(6), torch.tensor(path)] = torch.tensor([-0.1, -0.01, -0.7, -0.01, -0.2, -0.3])
+    words = path_words(path, tok, tok.pad_token_id, log_probs)
+    assert [(w, s, e) for w, s, e, _ in words] == [("ab", 0, 3), ("ba", 4, 6)]
+    assert [c for *_, c in words] == pytest.approx([math.exp(-0.8), math.exp(-0.5)])
 
 
 def check_words(result: dict, audio: np.ndarray, sr: int = 16000) -> None:
@@ -81,6 +109,7 @@ def check_words(result: dict, audio: np.ndarray, sr: int = 16000) -> None:
     from pipeline.audio import loud_span
 
     assert [w["word"] for w in result["words"]] == result["text"].split()
+    assert all(0.0 <= w["confidence"] <= 1.0 for w in result["words"])
     lo, hi = (x / sr for x in loud_span(audio, -40.0))
     nexts = [w["start"] for w in result["words"][1:]] + [hi]
     for w, next_start in zip(result["words"], nexts, strict=True):
@@ -102,7 +131,7 @@ def test_greedy_words_agree_with_the_transcripts(tiny, test_audios) -> None:
             assert previous_end <= w["start"] < w["end"] <= len(audio) / 16000 + frame
             assert round(w["start"] / frame, 6) % 1 == 0 and round(w["end"] / frame, 6) % 1 == 0
     settled = tr.transcribe_words(test_audios)
-    assert settled == [settle(t, a, 16000) for t, a in zip(raw, test_audios, strict=True)]
+    assert settled == [settle(t, a, 16000, frame) for t, a in zip(raw, test_audios, strict=True)]
     for t, audio in zip(settled, test_audios, strict=True):
         check_words(t, audio)
 

@@ -77,7 +77,8 @@ class ChoicesTranscriber(Transcriber):
                 out.append(timed("", [], self.frame_seconds()))
                 continue
             targets = self._targets[self._starts[best]:self._starts[best] + self._target_lengths[best]]
-            path, _ = AF.forced_align(row.log_softmax(-1)[None], targets[None].int(), blank=self.blank)
-            out.append(timed(self.phrases[best], path_words(path[0].tolist(), self.tokenizer, self.blank),
+            log_probs = row.log_softmax(-1)
+            path, _ = AF.forced_align(log_probs[None], targets[None].int(), blank=self.blank)
+            out.append(timed(self.phrases[best], path_words(path[0].tolist(), self.tokenizer, self.blank, log_probs),
                              self.frame_seconds()))
         return out

@@ -167,10 +167,15 @@ class Transcriber:
     def logits_to_text(self, logits: torch.Tensor, mask: torch.Tensor) -> list[str]:
         return [self.tokenizer.decode(path) for path in self.greedy_paths(logits, mask)]
 
+    @torch.inference_mode()
     def logits_to_words(self, logits: torch.Tensor, mask: torch.Tensor) -> list[Timed]:
-        """`logits_to_text`'s transcripts, each with its words' start and end in seconds."""
-        return [timed(self.tokenizer.decode(path), path_words(path, self.tokenizer, self.blank), self.frame_seconds())
-                for path in self.greedy_paths(logits, mask)]
+        """`logits_to_text`'s transcripts, each with its words' start, end (seconds) and confidence."""
+        out = []
+        for row, path in zip(logits, self.greedy_paths(logits, mask), strict=True):
+            log_probs = row[: len(path)].float().cpu().log_softmax(-1)
+            out.append(timed(self.tokenizer.decode(path), path_words(path, self.tokenizer, self.blank, log_probs),
+                             self.frame_seconds()))
+        return out
 
     def frame_seconds(self) -> float:
         """Seconds per output frame (a one-line error for a model without a fixed frame rate)."""
@@ -241,7 +246,8 @@ class Transcriber:
         results = self.decode_all(audios, self.logits_to_words, progress)
         if not on_speech:
             return results
-        return [settle(r, a, self.feature_extractor.sampling_rate) for r, a in zip(results, audios, strict=True)]
+        sr, frame = self.feature_extractor.sampling_rate, self.frame_seconds()
+        return [settle(r, a, sr, frame) for r, a in zip(results, audios, strict=True)]
 
     def decode_all(self, audios: Sequence[np.ndarray], decode: Callable[[torch.Tensor, torch.Tensor], list[T]],
                    progress: bool = False) -> list[T]:

@@ -42,7 +42,7 @@ import torch
 
 from pipeline.errors import ModelError
 from pipeline.evaluation.inference import Transcriber
-from pipeline.evaluation.timestamps import Timed, timed
+from pipeline.evaluation.timestamps import Timed, aligned_confidence, timed
 
 logger = logging.getLogger(__name__)
 
@@ -436,6 +436,11 @@ class BeamSearchTranscriber(Transcriber):
         self.decoder = decoder
         self.beam_width = int(beam_width)
 
+    def word_ids(self, word: str) -> list[int]:
+        """The token ids that spell one word (a character vocabulary's word delimiter left out)."""
+        delimiter = getattr(self.tokenizer, "word_delimiter_token_id", None)
+        return [i for i in self.tokenizer(word).input_ids if i != delimiter]
+
     def decode_frames(self, logits: Any) -> str:
         """Best beam for one utterance's (frames, vocab) logits (numpy or tensor)."""
         if isinstance(logits, torch.Tensor):
@@ -460,7 +465,9 @@ class BeamSearchTranscriber(Transcriber):
                 continue
             # prune_history as `decode` sets it, so that the text is `logits_to_text`'s
             text, _, words, *_ = self.decoder.decode_beams(frames, beam_width=self.beam_width, prune_history=True)[0]
-            out.append(timed(text.strip(), [(w, s, e) for w, (s, e) in words], self.frame_seconds()))
+            log_probs = torch.from_numpy(frames).log_softmax(-1)
+            spans = [(w, s, e, aligned_confidence(log_probs[s:e], self.word_ids(w), self.blank)) for w, (s, e) in words]
+            out.append(timed(text.strip(), spans, self.frame_seconds()))
         return out
 
 

@@ -112,10 +112,10 @@ class LongAudioTranscriber:
     def transcribe_words(self, audios: Sequence[np.ndarray], progress: bool = False, on_speech: bool = True
                          ) -> list[Timed]:
         """Transcripts with word timestamps (`Transcriber.transcribe_words`); those of a long file count from its start."""
-        sr = self.feature_extractor.sampling_rate
+        sr, frame = self.feature_extractor.sampling_rate, self.base.frame_seconds()
         results = self._each(audios, lambda x, progress: self.base.transcribe_words(x, progress, on_speech=False),
                              self.base.logits_to_words, progress)
-        return [settle(r, a, sr) for r, a in zip(results, audios, strict=True)] if on_speech else results
+        return [settle(r, a, sr, frame) for r, a in zip(results, audios, strict=True)] if on_speech else results
 
     def _each(self, audios: Sequence[np.ndarray], short_many: Callable[..., list[T]],
               decode: Callable[[torch.Tensor, torch.Tensor], list[T]], progress: bool) -> list[T]:

@@ -6,7 +6,8 @@ Audio longer than --chunk-seconds is transcribed in overlapping windows; --decod
 decodes with CTC beam search and an n-gram LM; --tempos 0.875,0.9375,1,1.0625,1.125 decodes at several
 speaking rates and keeps the transcript they agree on; --decoder choices --choices FILE picks the most
 probable of a list of phrases (digits, commands; see docs/evaluation.md); --timestamps adds each word's
-start and end in seconds ({"audio": ..., "text": ..., "words": [{"word": ..., "start": ..., "end": ...}]});
+start and end in seconds and its confidence ({"audio": ..., "text": ..., "words": [{"word": ..., "start": ...,
+"end": ..., "confidence": ...}]});
 --subtitles DIR also writes DIR/<file name without suffix>.srt (or .vtt: --subtitle-format vtt) for each file.
 """
 
@@ -46,7 +47,8 @@ def main() -> None:
     p.add_argument("--beta", type=float, default=None)
     add_tempos_argument(p)
     p.add_argument("--timestamps", action="store_true",
-                   help="add each word's start and end (seconds) from the CTC output frames; any decoder, one tempo")
+                   help="add each word's start and end (seconds) and confidence (0-1) from the CTC output frames; any "
+                        "decoder, one tempo (docs/evaluation.md)")
     p.add_argument("--subtitles", metavar="DIR",
                    help="write a subtitle file per audio file to DIR (its name with the format's suffix): word timestamps "
                         "grouped into cues of at most 42 characters and 6 seconds, split at pauses of a second")

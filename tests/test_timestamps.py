@@ -204,9 +204,9 @@ def test_transcribe_script_writes_words_and_refuses_several_tempos(trained_tiny_
     refused = run_script("transcribe.py", "--model", str(trained_tiny_model), "--timestamps", "--tempos", "1,1.1", wavs[0])
     assert refused.returncode != 0
     assert refused.stderr.strip().splitlines()[-1] == "error: --timestamps needs decoding at one tempo: leave out --tempos"
+    model, fe, tok, _ = load_model_dir(str(trained_tiny_model), device="cpu")
+    tempo, _ = build_transcriber(model, fe, tok, trained_tiny_model, tempos=[1.0, 1.1], chunk_seconds=0)
     with pytest.raises(ModelError, match="one tempo"):
-        model, fe, tok, _ = load_model_dir(str(trained_tiny_model), device="cpu")
-        tempo, _ = build_transcriber(model, fe, tok, trained_tiny_model, tempos=[1.0, 1.1], chunk_seconds=0)
         tempo.transcribe_words([read_audio(wavs[0], 16000)[0]])
 
 

@@ -45,15 +45,32 @@ class Timed(TypedDict):
 
 
 def token_runs(path: Sequence[int], blank: int) -> list[tuple[int, int, int]]:
-    """(token, first frame, one past its last frame) of each non-blank run of a frame path."""
-    runs: list[tuple[int, int, int]] = []
-    start = 0
-    for t in range(1, len(path) + 1):
-        if t == len(path) or path[t] != path[start]:
-            if path[start] != blank:
-                runs.append((int(path[start]), start, t))
-            start = t
-    return runs
+    """(token, first frame, one past its last frame) of each non-blank run of a frame path
+    (`torchaudio.functional.merge_tokens`)."""
+    import torchaudio.functional as AF
+
+    spans = AF.merge_tokens(torch.as_tensor(list(path), dtype=torch.long), torch.zeros(len(path)), blank=blank)
+    return [(int(x.token), int(x.start), int(x.end)) for x in spans]
+
+
+Run = tuple[int, int, int]
+
+
+def group_words(runs: Sequence[Run], delimiter: int | None, starts_word: Any = None) -> list[list[Run]]:
+    """Token runs grouped into words: a `delimiter` run ends a word (and is dropped), and a run for which
+    `starts_word(token)` holds begins one (SentencePiece's "▁" pieces)."""
+    groups: list[list[Run]] = []
+    current: list[Run] = []
+    for run in runs:
+        if run[0] == delimiter:
+            current = []
+            continue
+        if not current or (starts_word is not None and starts_word(run[0])):
+            current = [run]
+            groups.append(current)
+        else:
+            current.append(run)
+    return groups
 
 
 FrameWord = tuple[str, int, int, float | None]  # word, first frame, one past its last frame, confidence
@@ -64,17 +81,8 @@ def path_words(path: Sequence[int], tokenizer: Any, blank: int, log_probs: torch
     """Each word a CTC frame path spells, with its frame span and, given the (frames, vocab) `log_probs`,
     its confidence (`peak_confidence`)."""
     delimiter = getattr(tokenizer, "word_delimiter_token_id", None)
-    groups: list[list[tuple[int, int, int]]] = []
-    current: list[tuple[int, int, int]] = []
-    for run in token_runs(path, blank):
-        if run[0] == delimiter:
-            current = []
-            continue
-        if not current or tokenizer.convert_ids_to_tokens(run[0]).startswith(SPIECE_WORD_START):
-            current = [run]
-            groups.append(current)
-        else:
-            current.append(run)
+    groups = group_words(token_runs(path, blank), delimiter,
+                         lambda token: tokenizer.convert_ids_to_tokens(token).startswith(SPIECE_WORD_START))
     out = []
     for group in groups:
         word = tokenizer.decode([t for t, _, _ in group], group_tokens=False).strip()
@@ -122,7 +130,14 @@ def timed(text: str, words: Sequence[FrameWord], frame_seconds: float) -> Timed:
     return {"text": text, "words": out}
 
 
-SPEECH_DB = -40.0  # speech spans where the signal is within this many dB of its peak (as pipeline.tts.alignment)
+SPEECH_DB = -40.0  # speech is where the signal is within this many dB of its peak
+
+
+def speech_bounds(audio: np.ndarray) -> tuple[int, int]:
+    """[first, last + 1) samples within SPEECH_DB of the peak (the whole signal for silence)."""
+    from pipeline.audio import loud_span
+
+    return loud_span(audio, SPEECH_DB) or (0, len(audio))
 
 
 def settle(result: Timed, audio: np.ndarray, sampling_rate: int, min_seconds: float = 0.0) -> Timed:
@@ -134,12 +149,10 @@ def settle(result: Timed, audio: np.ndarray, sampling_rate: int, min_seconds: fl
     the signal's energy does. Every time is moved back by it and kept within the loud span, in order; a word
     whose start the span moved keeps at least `min_seconds` (one output frame) where the next word allows.
     """
-    from pipeline.audio import loud_span
-
     words = result["words"]
     if not words:
         return result
-    first, last = loud_span(audio, SPEECH_DB) or (0, len(audio))
+    first, last = speech_bounds(audio)
     lo, hi = first / sampling_rate, last / sampling_rate
     lag = max(0.0, words[-1]["end"] - hi)
     starts: list[float] = []

@@ -31,10 +31,10 @@ import numpy as np
 import torch
 
 from pipeline.errors import ModelError
+from pipeline.evaluation.timestamps import speech_bounds
 from pipeline.tts.phonemes import SIL, Span
 
 CTC_ALIGN_VERSION = 1  # bump when the same aligner and data would give other spans
-END_DB = -40.0  # the last word ends where the signal last exceeds this level below its peak
 
 
 def group_by_word(phonemes: list[Span], words: list[tuple[int, int, int]]) -> list[list[Span]]:
@@ -55,25 +55,11 @@ def word_starts(log_probs: torch.Tensor, targets: list[int], blank: int, delimit
     `targets` (character ids, `delimiter` between words) to `log_probs` (frames, vocab)."""
     import torchaudio.functional as AF
 
-    path, scores = AF.forced_align(log_probs[None].float(), torch.tensor([targets], dtype=torch.int32), blank=blank)
-    spans = AF.merge_tokens(path[0], scores[0], blank=blank)
-    starts, new_word, last_end = [], True, 0
-    for span in spans:
-        if span.token == delimiter:
-            new_word = True
-            continue
-        if new_word:
-            starts.append(int(span.start))
-            new_word = False
-        last_end = int(span.end)
-    return starts, last_end
+    from pipeline.evaluation.timestamps import group_words, token_runs
 
-
-def speech_bounds(audio: np.ndarray) -> tuple[int, int]:
-    """[first, last + 1) samples within END_DB of the peak (the whole signal for silence)."""
-    from pipeline.audio import loud_span
-
-    return loud_span(audio, END_DB) or (0, len(audio))
+    path, _ = AF.forced_align(log_probs[None].float(), torch.tensor([targets], dtype=torch.int32), blank=blank)
+    words = group_words(token_runs(path[0].tolist(), blank), delimiter)
+    return [w[0][1] for w in words], (words[-1][-1][2] if words else 0)
 
 
 def distribute(groups: list[list[Span]], bounds: list[int]) -> list[Span]:

@@ -19,6 +19,7 @@ def entry_point(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except PipelineError as exc:
+            close_progress_bars()  # the error gets a line of its own, not the end of a bar's
             print(f"error: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
         except KeyboardInterrupt:
@@ -26,6 +27,14 @@ def entry_point(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise SystemExit(130) from None
 
     return wrapper
+
+
+def close_progress_bars() -> None:
+    """Close the tqdm bars still open (an error raised mid-loop), so that nothing follows on their line."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
 
 
 def setup_logging(verbose: bool = False) -> None:

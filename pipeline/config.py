@@ -124,6 +124,12 @@ class TrainConfig:
     eval_every: int = 0  # steps; 0: at the end of each epoch
     save_every: int = 0  # steps; 0: at the end of each epoch
     keep_last: int = 2
+    # The weights OUTPUT holds at the end: the last step's, or ("best") those of the periodic evaluation with the
+    # lowest main metric (the task's: wer, mel_l1, ...), checkpointed when reached and spared by keep_last
+    final_model: Literal["last", "best"] = "last"
+    best_metric: str | None = None  # the evaluation metric that ranks them (lower is better); None: the task's main one
+    early_stopping_patience: int = 0  # stop after this many evaluations without improvement (0: never)
+    early_stopping_min_delta: float = 0.0  # an evaluation improves when it beats the best by more than this
     resume: bool = False
     log_every: int = 10
     num_workers: int = 0
@@ -432,6 +438,13 @@ def validate(recipe: Recipe) -> None:
         # stand-ins, so their gradients would reach clipping still scaled
         raise RecipeError("train.muon_convolutions=true does not work with train.mixed_precision=fp16: use bf16 or "
                           "train.muon_convolutions=false")
+    if t.early_stopping_patience < 0 or t.early_stopping_min_delta < 0:
+        raise RecipeError("train.early_stopping_patience and train.early_stopping_min_delta: must be >= 0")
+    if (t.final_model == "best" or t.early_stopping_patience) and recipe.data.eval is None:
+        setting = "train.final_model=best" if t.final_model == "best" else "train.early_stopping_patience"
+        raise RecipeError(f"{setting} needs periodic evaluations: set data.eval (a held-out split)")
+    if t.best_metric is not None and t.best_metric.startswith("eval_"):
+        raise RecipeError(f"train.best_metric: name the metric without 'eval_' (e.g. {t.best_metric[5:]!r})")
     if not 0 <= recipe.model.inter_ctc_weight < 1:
         raise RecipeError(f"model.inter_ctc_weight: must be in [0, 1), got {recipe.model.inter_ctc_weight}")
     for key in ("speed", "tempo"):

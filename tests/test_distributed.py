@@ -555,6 +555,24 @@ def test_nonfinite_step_is_skipped_everywhere(work: Path, env: dict[str, str], c
     assert [s for s, _ in losses] == [1, 2, 3, 4, 5] and all(np.isfinite(v) for _, v in losses)
 
 
+def test_early_stopping_stops_every_process_on_the_best_model(work: Path, env: dict[str, str],
+                                                              corpus: dict[str, Path], probe_script: Path) -> None:
+    # Only process 0 scores an evaluation: the decision to stop must reach process 1, or it trains on alone
+    # and the run hangs at its next collective.
+    out = work / "best"
+    overrides = [*TINY_PARAKEET, f"data.train={corpus['train']}", f"data.eval={corpus['test']}", "train.max_steps=40",
+                 "train.batch_seconds=4", "train.eval_every=1", "train.save_every=1000", "train.final_model=best",
+                 "train.best_metric=cer", "train.early_stopping_patience=2", *COMMON]
+    run(train_cmd(2, QUICKSTART, out, overrides, script=probe_script), env, work / "best.log")
+    probes = [json.loads((out / f"probe-rank{r}.json").read_text()) for r in (0, 1)]
+    results = json.loads((out / "train_results.json").read_text())
+    assert results["stop_reason"] == "early_stopping (2 evaluations without improvement)"
+    assert probes[0]["steps"] == probes[1]["steps"] == results["steps"] == results["best_step"] + 2 < 40
+    assert probes[0]["digest"] == probes[1]["digest"]  # both restored the best checkpoint
+    best = load_file(out / "checkpoints" / f"step-{results['best_step']:08d}" / "model.safetensors")
+    final = params(out)
+    assert final.keys() == best.keys() and all(torch.equal(final[k], best[k]) for k in final)
+
 # ------------------------------------------------------------------------------------------------
 # recipes/accelerate/*.yaml: every config parses and passes `accelerate launch`'s own validation
 

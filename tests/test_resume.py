@@ -27,8 +27,8 @@ import os, runpy, signal, sys
 import pipeline.training.loop as loop
 KILL_AT = int(sys.argv[1])
 _save = loop.save_checkpoint
-def save_then_die(acc, out, step, state, keep_last):
-    path = _save(acc, out, step, state, keep_last)
+def save_then_die(acc, out, step, state, keep_last, **kw):
+    path = _save(acc, out, step, state, keep_last, **kw)
     if step == KILL_AT:
         os.kill(os.getpid(), signal.SIGKILL)
     return path

@@ -82,6 +82,9 @@ def render_model_card(recipe: Any, front_matter: list[str], body: list[str], met
     lines = ["---", *front_matter, "---", "", f"# {Path(recipe.output_dir).name}", "", *body,
              f"Training: {metrics.get('steps')} steps, {metrics.get('train_minutes')} minutes, "
              f"stopped by {metrics.get('stop_reason')}.", ""]
+    if metrics.get("model_step") not in (None, metrics.get("steps")):
+        lines[-1:] = [f"These are the weights of step {metrics['model_step']}, the best evaluation "
+                      f"(`train.final_model=best`).", ""]
     if metrics.get("machine"):  # a budget in minutes buys what the machine can do
         lines += [f"Machine: {describe_machine(metrics['machine'])}.", ""]
     if usage:

@@ -27,6 +27,10 @@ def checkpoints_dir(output_dir: str | Path) -> Path:
     return Path(output_dir) / "checkpoints"
 
 
+def checkpoint_name(step: int | None) -> str:
+    return f"step-{step:08d}" if step is not None else ""
+
+
 def complete_checkpoints(output_dir: str | Path) -> list[Path]:
     """Complete checkpoints, oldest first."""
     root = checkpoints_dir(output_dir)
@@ -41,9 +45,12 @@ def latest_checkpoint(output_dir: str | Path) -> Path | None:
     return found[-1] if found else None
 
 
-def save_checkpoint(accelerator: Accelerator, output_dir: str | Path, step: int, state: dict[str, Any], keep_last: int) -> Path:
+def save_checkpoint(accelerator: Accelerator, output_dir: str | Path, step: int, state: dict[str, Any], keep_last: int,
+                    spare: int | None = None) -> Path:
+    """Write the checkpoint of `step`, then delete all but the newest `keep_last` (0: keep all), sparing the
+    checkpoint of step `spare` (the best model's, when the run ends on it)."""
     root = checkpoints_dir(output_dir)
-    final = root / f"step-{step:08d}"
+    final = root / checkpoint_name(step)
     tmp = root / f".tmp-step-{step:08d}"
     if accelerator.is_main_process:
         root.mkdir(parents=True, exist_ok=True)
@@ -59,7 +66,8 @@ def save_checkpoint(accelerator: Accelerator, output_dir: str | Path, step: int,
             shutil.rmtree(final)
         tmp.rename(final)
         for old in complete_checkpoints(output_dir)[:-keep_last] if keep_last > 0 else []:
-            shutil.rmtree(old, ignore_errors=True)
+            if old.name != checkpoint_name(spare):
+                shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
 

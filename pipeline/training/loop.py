@@ -20,7 +20,13 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedDataParallelKwargs, DistributedType, ProjectConfiguration, set_seed
+from accelerate.utils import (
+    DistributedDataParallelKwargs,
+    DistributedType,
+    ProjectConfiguration,
+    broadcast_object_list,
+    set_seed,
+)
 from torch.utils.data import DataLoader
 from transformers import get_scheduler
 
@@ -32,7 +38,14 @@ from pipeline.machine import machine_info
 from pipeline.models.fast_forward import speed_up
 from pipeline.tasks.base import Task
 from pipeline.training.allocator import keep_freed_memory
-from pipeline.training.checkpoint import STATE_FILE, latest_checkpoint, load_checkpoint, save_checkpoint
+from pipeline.training.checkpoint import (
+    STATE_FILE,
+    checkpoint_name,
+    checkpoints_dir,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from pipeline.training.optimizers import build_optimizer, choose_optimizer
 from pipeline.training.plots import plot_history
 
@@ -77,6 +90,7 @@ class Trainer:
         self.acc = accelerator
         self.out = Path(recipe.output_dir)
         self.history: list[dict[str, Any]] = []
+        self.rank_by = recipe.train.best_metric or task.main_metric  # ranks evaluations, lower is better
 
     # ---------------------------------------------------------------------------------------
     def _sampler(self) -> DurationBatchSampler:
@@ -143,11 +157,12 @@ class Trainer:
 
         state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "skipped_nonfinite": 0, "audio_seconds": 0.0,
                  "train_seconds": 0.0, "history": [], "optimizer": optimizer_name}
+        state.update(NO_BEST)
         if t.resume:
             if ckpt is None:
                 logger.warning("train.resume=true but %s holds no complete checkpoint: starting from scratch", self.out / "checkpoints")
             else:
-                state = {**load_checkpoint(acc, ckpt), "optimizer": optimizer_name}
+                state = {**NO_BEST, **load_checkpoint(acc, ckpt), "optimizer": optimizer_name}
                 self.history = list(state.get("history", []))
                 if acc.is_main_process:  # drop what the interrupted run logged after this checkpoint
                     write_text(self.out / "train_log.jsonl", "".join(json.dumps(r) + "\n" for r in self.history))
@@ -170,7 +185,7 @@ class Trainer:
         bar = tqdm(total=total_steps, initial=state["step"], desc="training", unit="step", disable=not acc.is_local_main_process,
                    dynamic_ncols=True)
         step = state["step"]
-        stop_reason = "max_steps" if t.max_steps is not None else "epochs"
+        stop: str | None = None  # why the run stops before its steps or epochs are done
         window: dict[str, float] = {"loss": 0.0, "units": 0.0, "audio": 0.0, "time": 0.0}
         last_saved = step
         last_eval_metrics: dict[str, Any] = {}
@@ -190,26 +205,34 @@ class Trainer:
             nonlocal last_saved
             state.update(step=step, epoch=sampler.epoch, batch_in_epoch=sampler.start, history=self.history,
                          train_seconds=earlier_seconds + time.monotonic() - started)
-            save_checkpoint(acc, self.out, step, state, t.keep_last)
+            save_checkpoint(acc, self.out, step, state, t.keep_last, spare=state["best_step"] if keep_best else None)
             last_saved = step
 
-        def run_eval(limit: int | None = recipe.eval.max_utterances) -> dict[str, Any]:
-            """Periodic evaluations score `eval.max_utterances` of the split; the final one (limit None) all of it."""
+        def run_eval(limit: int | None = recipe.eval.max_utterances, label: str | None = None) -> dict[str, Any]:
+            """Periodic evaluations score `eval.max_utterances` of the split; the final one (limit None) all of it.
+            A labelled evaluation (of restored weights) is printed but not logged as the current step's."""
             metrics = task.evaluate(acc, acc.unwrap_model(model), limit=limit)
             if acc.is_main_process and metrics:
-                self._log({"step": step, **{f"eval_{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}})
-                bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
+                if label is None:
+                    self._log({"step": step, **{f"eval_{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}})
+                bar.write(f"{label or f'step {step}'}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()
+                                                                    if isinstance(v, float)))
             return metrics
 
+        keep_best = t.final_model == "best"
         on_step_start = getattr(task, "on_step_start", None)
         model.train()
         # Spent by the runs this one resumes (not by this run's own start-up: a new run always takes a step)
-        stopped_early = budget is not None and earlier_seconds >= budget
-        if stopped_early:
-            stop_reason = f"max_minutes ({t.max_minutes})"
+        if budget is not None and earlier_seconds >= budget:
+            stop = f"max_minutes ({t.max_minutes})"
             logger.warning("train.max_minutes=%s was spent before this resumed run: nothing left to train (raise it "
                            "to train on)", t.max_minutes)
-        while not stopped_early and step < total_steps and (t.max_steps is not None or sampler.epoch < t.epochs):
+        patience = t.early_stopping_patience
+        if patience and state["evals_since_best"] >= patience:
+            stop = f"early_stopping ({patience} evaluations without improvement)"
+            logger.warning("the run this one resumes stopped early (%d evaluations without improvement): nothing left "
+                           "to train (raise train.early_stopping_patience to train on)", state["evals_since_best"])
+        while stop is None and step < total_steps and (t.max_steps is not None or sampler.epoch < t.epochs):
             iterator = iter(loader)
             exhausted = False
             while step < total_steps and not exhausted:
@@ -245,27 +268,43 @@ class Trainer:
                 epoch_end = exhausted or sampler.start >= len(sampler)
                 if (t.eval_every and step % t.eval_every == 0) or (not t.eval_every and epoch_end):
                     last_eval_metrics, last_eval_step = run_eval(), step
-                if (t.save_every and step % t.save_every == 0) or (not t.save_every and epoch_end):
+                    if self._track_best(state, last_eval_metrics, step) and keep_best:
+                        checkpoint()  # weights the run may end on: the rotation spares them until beaten
+                    if patience and state["evals_since_best"] >= patience:  # the same on every process
+                        stop = f"early_stopping ({patience} evaluations without improvement)"
+                saving = (t.save_every and step % t.save_every == 0) or (not t.save_every and epoch_end)
+                if saving and last_saved != step:
                     checkpoint()
                 used = budget_used() if budget is not None else 0.0  # one clock for every process
                 if budget is not None and t.schedule_follows_budget:
                     follow_budget(scheduler, used, total_steps, warmup)  # the LR of the next step
-                if used >= 1.0:  # every process stops at the same step
-                    stopped_early = True
+                if used >= 1.0 and stop is None:  # every process stops at the same step
+                    stop = f"max_minutes ({t.max_minutes})"
+                if stop is not None:
                     break
-            if stopped_early:
-                stop_reason = f"max_minutes ({t.max_minutes})"
+            if stop is not None:
                 break
             if sampler.start >= len(sampler):
                 sampler.set_epoch(sampler.epoch + 1, 0)
         bar.close()
         state["train_seconds"] = earlier_seconds + time.monotonic() - started
-        if step != last_saved or stopped_early:
+        if step != last_saved or stop is not None:
             checkpoint()
 
+        best_step = state["best_step"]
         whole = recipe.eval.max_utterances is None  # the last periodic evaluation already scored the whole split
-        final = last_eval_metrics if last_eval_step == step and whole else run_eval(limit=None)
-        summary = {"steps": step, "epochs_completed": sampler.epoch, "stop_reason": stop_reason,
+        if keep_best and best_step is not None and best_step != step:
+            load_checkpoint(acc, checkpoints_dir(self.out) / checkpoint_name(best_step))  # training is over
+            logger.info("train.final_model=best: the model of step %d (eval %s %.4f; step %d's was %s)", best_step,
+                        self.rank_by, state["best_metric"], step, last_eval_metrics.get(self.rank_by, "-"))
+            final = run_eval(limit=None, label=f"final model (step {best_step})")
+        else:
+            final = last_eval_metrics if last_eval_step == step and whole else run_eval(limit=None)
+        best = {"best_step": best_step, f"best_eval_{self.rank_by}": state["best_metric"]} if best_step is not None else {}
+        summary = {"steps": step, "epochs_completed": sampler.epoch,
+                   "stop_reason": stop or ("max_steps" if t.max_steps is not None else "epochs"),
+                   "final_model": t.final_model, "model_step": best_step if keep_best and best_step is not None else step,
+                   **best,
                    "skipped_nonfinite_steps": state["skipped_nonfinite"],
                    "train_minutes": round(state["train_seconds"] / 60, 2),
                    "audio_hours_seen": round(state["audio_seconds"] / 3600, 3), "optimizer": optimizer_name,
@@ -274,7 +313,8 @@ class Trainer:
         if acc.is_main_process:
             task.save(acc.unwrap_model(model), self.out, summary)
             write_json(self.out / "train_results.json", summary)
-            plot_history(self.history, self.out / "training_curves.png", metric=task.main_metric)
+            plot_history(self.history, self.out / "training_curves.png", metric=task.main_metric,
+                         model_step=summary["model_step"] if summary["model_step"] != step else None)
         acc.wait_for_everyone()  # before end_training(), which destroys the process group
         acc.end_training()
         return summary
@@ -288,6 +328,33 @@ class Trainer:
             values = self.acc.reduce(torch.tensor([float(metrics[k]) for k in keys], device=self.acc.device), reduction="mean")
             metrics = dict(zip(keys, values.tolist(), strict=True))
         return {k: float(v) for k, v in metrics.items()}
+
+    def _track_best(self, state: dict[str, Any], metrics: dict[str, Any], step: int) -> bool:
+        """Record an evaluation's main metric (lower is better) in `state`; True when it is the best so far.
+
+        `evals_since_best` counts the evaluations that did not beat the best by `train.early_stopping_min_delta`;
+        a non-finite metric (a diverged model) never improves.
+        """
+        t = self.recipe.train
+        key = self.rank_by
+        value = metrics.get(key) if self.acc.is_main_process else None  # only the main process scores
+        if self.acc.num_processes > 1:
+            box = [value]
+            broadcast_object_list(box, from_process=0)
+            value = box[0]
+        if not isinstance(value, (int, float)):
+            if t.final_model == "best" or t.early_stopping_patience:
+                known = ", ".join(k for k, v in metrics.items() if isinstance(v, float)) or "none"
+                raise RecipeError(f"train.best_metric: the evaluation gave no {key!r} (it gave: {known}; is data.eval "
+                                  f"empty?)")
+            return False
+        best = state["best_metric"]
+        improved = math.isfinite(value) and (best is None or value < best - t.early_stopping_min_delta)
+        state["evals_since_best"] = 0 if improved else state["evals_since_best"] + 1
+        if math.isfinite(value) and (best is None or value < best):
+            state["best_step"], state["best_metric"] = step, float(value)
+            return True
+        return False
 
     # ---------------------------------------------------------------------------------------
     def _step(self, model, optimizer, scheduler, group, filler, state) -> tuple[float, float, float]:
@@ -335,6 +402,9 @@ class Trainer:
             stats = acc.reduce(torch.tensor([total, audio], device=acc.device), reduction="sum")
             total, audio = float(stats[0]), float(stats[1])
         return total, units, audio
+
+
+NO_BEST: dict[str, Any] = {"best_step": None, "best_metric": None, "evals_since_best": 0}  # before any evaluation
 
 
 def follow_budget(scheduler: Any, used: float, total_steps: int, warmup_steps: int = 0) -> None:

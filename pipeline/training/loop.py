@@ -295,8 +295,9 @@ class Trainer:
         whole = recipe.eval.max_utterances is None  # the last periodic evaluation already scored the whole split
         if keep_best and best_step is not None and best_step != step:
             load_checkpoint(acc, checkpoints_dir(self.out) / checkpoint_name(best_step))  # training is over
-            logger.info("train.final_model=best: the model of step %d (eval %s %.4f; step %d's was %s)", best_step,
-                        self.rank_by, state["best_metric"], step, last_eval_metrics.get(self.rank_by, "-"))
+            logger.info("train.final_model=best: the model of step %d (eval %s %.4f; the last evaluation, step %d, "
+                        "gave %s)", best_step, self.rank_by, state["best_metric"], last_eval_step,
+                        last_eval_metrics.get(self.rank_by, "-"))
             final = run_eval(limit=None, label=f"final model (step {best_step})")
         else:
             final = last_eval_metrics if last_eval_step == step and whole else run_eval(limit=None)

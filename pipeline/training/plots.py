@@ -32,7 +32,7 @@ def plot_history(history: list[dict[str, Any]], path: str | Path, metric: str = 
         ax2.set_ylim(bottom=0)
     if model_step is not None:
         ax.axvline(model_step, color="tab:green", linestyle="--", label=f"saved model (step {model_step})")
-        ax.legend(loc="upper right")
+        ax.legend(loc="lower left")
     ax.set_title("Training curves")
     ax.grid(alpha=0.3)
     fig.tight_layout()

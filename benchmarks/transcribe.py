@@ -7,7 +7,9 @@ ways, each in a fresh process (spawn) so that its peak memory is its own:
 - pipeline bs1 / pipeline bs16: `transformers.pipeline("automatic-speech-recognition", model=DIR)` called on
   the list of waveforms in table order with `batch_size=1` / `batch_size=16` (`--pipeline-batch`);
 - ours bs1: `pipeline.evaluation.inference.Transcriber(..., max_batch_size=1)`, one utterance at a time;
-- ours batched: `Transcriber` with its defaults (length-sorted batches of up to `batch_seconds` padded seconds).
+- ours batched: `Transcriber` with its defaults (length-sorted batches of up to `batch_seconds` padded seconds);
+- onnx bs1 / onnx batched: the same two on ONNX Runtime (`--runtime onnx`: the model directory's `model.onnx`,
+  which `scripts/export_onnx.py` writes; exported first when the directory has none).
 
 Audio is read once per process with our loader (soundfile + resampling, `pipeline.audio.read_audio`) before
 any timing, so every arm times the same thing: features, model and greedy CTC decoding. After a warm-up on
@@ -53,7 +55,7 @@ from _machine import (  # benchmarks/_machine.py (scripts run from this folder)
     rss_mb,
 )
 
-ARMS = ("pipeline-bs1", "pipeline-bs16", "ours-bs1", "ours-batched")
+ARMS = ("pipeline-bs1", "pipeline-bs16", "ours-bs1", "ours-batched", "onnx-bs1", "onnx-batched")
 
 
 def _normalizer(model_dir: str, given: str | None) -> str:
@@ -117,9 +119,10 @@ def _arm(arm: str, a: dict[str, Any], q: Any) -> None:
             from pipeline.evaluation.evaluate import load_model_dir
             from pipeline.evaluation.inference import Transcriber
 
-            model, fe, tok, _ = load_model_dir(a["model"], device="cpu")
-            transcriber = Transcriber(model, fe, tok, max_batch_size=1) if arm == "ours-bs1" else Transcriber(model, fe, tok)
-            bs = "1" if arm == "ours-bs1" else f"<= {transcriber.batch_seconds:g} s, <= {transcriber.max_batch_size}"
+            model, fe, tok, _ = load_model_dir(a["model"], device="cpu", runtime="onnx" if arm.startswith("onnx") else "torch")
+            one = arm.endswith("bs1")
+            transcriber = Transcriber(model, fe, tok, max_batch_size=1) if one else Transcriber(model, fe, tok)
+            bs = "1" if one else f"<= {transcriber.batch_seconds:g} s, <= {transcriber.max_batch_size}"
             transcriber.transcribe([shortest])  # warm-up
 
             def run() -> list[str]:
@@ -184,6 +187,15 @@ def _probe(kind: str, seconds: float, a: dict[str, Any], q: Any) -> None:
         q.put({"ok": False, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"})
 
 
+def _export(model_dir: str, q: Any) -> None:
+    try:
+        from pipeline.models.onnx import export_onnx
+
+        q.put({"ok": True, **export_onnx(model_dir)})
+    except Exception as exc:  # noqa: BLE001 - reported
+        q.put({"ok": False, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"})
+
+
 def _in_process(ctx: Any, target: Any, *args: Any) -> dict[str, Any]:
     q = ctx.Queue()
     proc = ctx.Process(target=target, args=(*args, q))
@@ -229,6 +241,11 @@ def main() -> None:
     opts = {"model": a.model, "data": a.data, "limit": a.limit, "normalizer": _normalizer(a.model, a.normalizer),
             "threads": a.threads, "repeat": a.repeat, "pipeline_batch": a.pipeline_batch}
     ctx = mp.get_context("spawn")
+    from pipeline.models.onnx import EXPORT_INFO
+
+    exported = None
+    if any(arm.startswith("onnx") for arm in a.arms) and not (Path(a.model) / EXPORT_INFO).is_file():
+        exported = _in_process(ctx, _export, a.model)
     load0 = os.getloadavg()
     # Rounds interleave the arms, so that a slow minute of a shared machine slows every arm alike
     # instead of one arm's whole measurement.
@@ -263,7 +280,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     base = {k: ok[k]["wall"] / ok[k]["audio"] for k in ("pipeline-bs1", "pipeline-bs16") if k in ok}
     names = {"pipeline-bs1": "transformers.pipeline", "pipeline-bs16": "transformers.pipeline",
-             "ours-bs1": "ours (Transcriber)", "ours-batched": "ours (Transcriber)"}
+             "ours-bs1": "ours (Transcriber)", "ours-batched": "ours (Transcriber)",
+             "onnx-bs1": "ours, ONNX Runtime", "onnx-batched": "ours, ONNX Runtime"}
     for arm, r in results.items():
         if not r["ok"]:
             print(f"| {names[arm]} | failed: {r['error']} | - | - | - | - | - | - | - | - | - |")
@@ -283,6 +301,11 @@ def main() -> None:
     print(f"check: ours batched vs ours one-at-a-time: {mismatches('ours-batched', 'ours-bs1')} (must be 0)")
     print(f"check: pipeline bs{a.pipeline_batch} vs pipeline bs1: {mismatches('pipeline-bs16', 'pipeline-bs1')}")
     print(f"check: ours one-at-a-time vs pipeline bs1: {mismatches('ours-bs1', 'pipeline-bs1')}")
+    print(f"check: ONNX Runtime batched vs PyTorch batched: {mismatches('onnx-batched', 'ours-batched')}")
+    print(f"check: ONNX Runtime batched vs one-at-a-time: {mismatches('onnx-batched', 'onnx-bs1')}")
+    if exported is not None:
+        print(f"exported {a.model}/model.onnx first: " + (f"largest logit difference {exported['check']['max_abs_diff']:.2g}"
+                                                          if exported["ok"] else f"failed: {exported['error']}"))
     if probes:
         print()
         print("| max-length probe | input (s) | batch budget (s) | within budget | wall (s) | RTF (wall) | peak RSS (MB) "

@@ -19,7 +19,7 @@ import json
 
 from pipeline.cli import entry_point, setup_logging
 from pipeline.config import DataSpec
-from pipeline.evaluation.evaluate import check_choices, evaluate_model
+from pipeline.evaluation.evaluate import add_runtime_argument, check_choices, evaluate_model
 from pipeline.evaluation.tempo import add_tempos_argument, parse_tempos
 
 
@@ -56,6 +56,7 @@ def main() -> None:
     p.add_argument("--stride-seconds", type=float, default=None,
                    help="overlap kept as context on each side of a window (default: chunk/6)")
     add_tempos_argument(p)
+    add_runtime_argument(p)
     p.add_argument("--group-by", default="speaker", help="column for the per-group breakdown (default: speaker)")
     p.add_argument("--no-report", action="store_true", help="skip report.html and the plots")
     a = p.parse_args()
@@ -67,7 +68,8 @@ def main() -> None:
                        decoder=a.decoder, lm=a.lm, beam_width=a.beam_width, alpha=a.alpha, beta=a.beta,
                        chunk_seconds=a.chunk_seconds, stride_seconds=a.stride_seconds, group_by=a.group_by,
                        write_html=not a.no_report, workers=a.workers,
-                       tempos=parse_tempos(a.tempos) if a.tempos else None, choices=a.choices)
+                       tempos=parse_tempos(a.tempos) if a.tempos else None, choices=a.choices,
+                       runtime=a.runtime)
     keys = ("wer", "wer_ci95", "cer", "cer_ci95", "substitutions", "deletions", "insertions", "num_utterances",
             "normalizer", "decoding")
     print(json.dumps({k: m.get(k) for k in keys}))

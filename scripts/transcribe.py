@@ -20,7 +20,13 @@ import sys
 from pipeline.audio import read_audio
 from pipeline.cli import entry_point
 from pipeline.errors import DataError, ModelError
-from pipeline.evaluation.evaluate import build_transcriber, check_choices, load_model_dir, read_choices
+from pipeline.evaluation.evaluate import (
+    add_runtime_argument,
+    build_transcriber,
+    check_choices,
+    load_model_dir,
+    read_choices,
+)
 from pipeline.evaluation.subtitles import FORMATS, cues, render, subtitle_files
 from pipeline.evaluation.tempo import add_tempos_argument, parse_tempos
 from pipeline.io import write_text
@@ -46,6 +52,7 @@ def main() -> None:
     p.add_argument("--alpha", type=float, default=None)
     p.add_argument("--beta", type=float, default=None)
     add_tempos_argument(p)
+    add_runtime_argument(p)
     p.add_argument("--timestamps", action="store_true",
                    help="add each word's start and end (seconds) and confidence (0-1) from the CTC output frames; any "
                         "decoder, one tempo (docs/evaluation.md)")
@@ -61,7 +68,7 @@ def main() -> None:
         raise ModelError(f"{'--timestamps' if a.timestamps else '--subtitles'} needs decoding at one tempo: "
                          f"leave out --tempos")
     subtitle_paths = subtitle_files(a.audio, a.subtitles, a.subtitle_format) if a.subtitles else {}
-    model, fe, tok, meta = load_model_dir(a.model)
+    model, fe, tok, meta = load_model_dir(a.model, runtime=a.runtime)
     phrases = read_choices(a.choices, meta.get("normalizer", "default"), a.decoder)
     audios, names, failed = [], [], 0
     for path in a.audio:

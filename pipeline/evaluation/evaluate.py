@@ -103,8 +103,21 @@ def add_analysis(metrics: dict[str, Any], rows: list[dict[str, Any]], group_by: 
     metrics["by_duration"] = duration_bins(rows)
 
 
-def load_model_dir(model_dir: str, device: str | torch.device | None = None) -> tuple[Any, Any, Any, dict[str, Any]]:
-    """(model, feature_extractor, tokenizer, pipeline metadata) from a saved model directory or Hub id."""
+RUNTIMES = ("torch", "onnx")
+
+
+def add_runtime_argument(parser: Any) -> None:
+    parser.add_argument("--runtime", choices=RUNTIMES, default="torch",
+                        help="run the model on PyTorch, or its ONNX export (scripts/export_onnx.py) on ONNX Runtime "
+                             "(CPU; faster there)")
+
+
+def load_model_dir(model_dir: str, device: str | torch.device | None = None, runtime: str = "torch"
+                   ) -> tuple[Any, Any, Any, dict[str, Any]]:
+    """(model, feature_extractor, tokenizer, pipeline metadata) from a saved model directory or Hub id.
+
+    `runtime="onnx"`: the model runs the directory's `model.onnx` on ONNX Runtime (`pipeline.models.onnx`).
+    """
     from transformers import AutoFeatureExtractor, AutoModelForCTC, AutoTokenizer
 
     from pipeline.errors import ModelError
@@ -119,6 +132,14 @@ def load_model_dir(model_dir: str, device: str | torch.device | None = None) -> 
     preflight(model, tok, where=str(model_dir))
     meta_path = Path(model_dir) / PIPELINE_META
     meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
+    if runtime == "onnx":
+        from pipeline.models.onnx import OnnxCTC
+
+        if device is not None and torch.device(device).type != "cpu":
+            raise ModelError(f"--runtime onnx runs on the CPU, not {device}")
+        if not Path(model_dir).is_dir():
+            raise ModelError(f"{model_dir}: --runtime onnx needs a local model directory with an ONNX export")
+        return OnnxCTC(model_dir, model.eval()).eval(), fe, tok, meta
     model.to(device or ("cuda" if torch.cuda.is_available() else "cpu")).eval()
     return model, fe, tok, meta
 
@@ -145,6 +166,7 @@ def evaluate_model(
     workers: int | None = None,
     tempos: Sequence[float] | None = None,
     choices: str | None = None,
+    runtime: str = "torch",
 ) -> dict[str, Any]:
     """Transcribe `data` with the model and write metrics.json, predictions.jsonl, report.html.
 
@@ -155,12 +177,14 @@ def evaluate_model(
     `tempos`: greedy decoding at these speaking rates, the transcript they agree on most (`tempo.py`).
     `choices` (with `decoder="choices"`): a text file (a phrase a line) or data spec (its transcripts) whose
     phrases are the only possible transcripts (`choices.py`).
+    `runtime`: "torch", or "onnx" for the model directory's ONNX export on ONNX Runtime (`load_model_dir`).
     """
     from pipeline.evaluation.long_audio import DEFAULT_CHUNK_SECONDS
 
     if chunk_seconds is None:
         chunk_seconds = DEFAULT_CHUNK_SECONDS
-    model, fe, tok, meta = load_model_dir(model_dir, device=accelerator.device if accelerator is not None else None)
+    model, fe, tok, meta = load_model_dir(model_dir, device=accelerator.device if accelerator is not None else None,
+                                          runtime=runtime)
     normalizer = normalizer or meta.get("normalizer", "default")
     report = SkipReport()
     table = prepare_split(
@@ -175,6 +199,8 @@ def evaluate_model(
                                               workers=workers, tempos=tempos, choices=phrases)
     if choices:
         decoding["choices_from"] = str(choices)
+    if runtime != "torch":
+        decoding["runtime"] = runtime
     hyps = transcribe_table(accelerator, transcriber, table, progress=True)
     metrics, rows = score(table, hyps, normalizer, group_by=group_by)
     metrics.update(model=str(model_dir), data=describe_spec(data), skipped_rows=report.count(), decoding=decoding)

@@ -150,7 +150,8 @@ class Transcriber:
         `fast_forward`: on a CPU, swap in `pipeline.models.fast_forward`'s equivalent forwards (in place, on `model`)."""
         self.feature_extractor = feature_extractor
         self.tokenizer = tokenizer
-        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        # a model without parameters (ONNX Runtime's, pipeline.models.onnx) runs on the CPU
+        self.device = torch.device(device) if device is not None else next(model.parameters(), torch.empty(0)).device
         self.model = speed_up(model) if fast_forward and self.device.type == "cpu" else model
         self.batch_seconds = batch_seconds if batch_seconds is not None else default_batch_seconds(self.device)
         self.max_batch_size = max_batch_size if pads_exactly(model) else 1

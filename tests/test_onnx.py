@@ -19,7 +19,7 @@ from pipeline.errors import ModelError
 from pipeline.evaluation.evaluate import load_model_dir
 from pipeline.evaluation.inference import Transcriber
 from pipeline.models.asr import FAMILIES, build_model, character_tokenizer
-from pipeline.models.onnx import EXPORT_INFO, ONNX_FILE, OnnxCTC, export_onnx
+from pipeline.models.onnx import EXPORT_INFO, ONNX_FILE, OnnxCTC, export_onnx, one_data_file
 
 pytest.importorskip("onnxruntime", reason="ONNX Runtime is not installed (pip install -e '.[onnx]')")
 
@@ -118,3 +118,22 @@ def test_onnx_runtime_errors_are_one_line(trained_tiny_model: Path, run_script, 
                                                     f"scripts/export_onnx.py --model {model_dir}")
     proc = run_script("export_onnx.py", "--model", tmp_path / "nowhere")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "no model.safetensors" in proc.stderr
+
+
+def test_weights_in_many_files_are_gathered_into_one(tmp_path: Path) -> None:
+    """Over 2 GB the exporter writes a file per weight: `one_data_file` leaves the graph and one data file."""
+    import onnx
+    import onnxruntime as ort
+
+    model_dir = saved_model(tmp_path, "wav2vec2")
+    export_onnx(model_dir)
+    split = tmp_path / "split"
+    split.mkdir()
+    onnx.save_model(onnx.load(str(model_dir / ONNX_FILE)), str(split / ONNX_FILE), save_as_external_data=True,
+                    all_tensors_to_one_file=False, size_threshold=0)
+    assert len(list(split.iterdir())) > 10
+    one_data_file(split / ONNX_FILE)
+    assert sorted(p.name for p in split.iterdir()) == [ONNX_FILE, ONNX_FILE + ".data"]
+    feed = {"input_values": audios((1.3, 0.8))[0][None, :], "attention_mask": np.ones((1, 20800), dtype=np.int64)}
+    want, got = (ort.InferenceSession(str(d / ONNX_FILE)).run(["logits"], feed)[0] for d in (model_dir, split))
+    np.testing.assert_array_equal(got, want)

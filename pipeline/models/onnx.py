@@ -127,12 +127,29 @@ def export_onnx(model_dir: str | Path, opset: int = OPSET) -> dict[str, Any]:
                           "greedy_agreement": float((got.argmax(-1) == want.argmax(-1))[frames].mean())},
                 "torch": torch.__version__, "onnxruntime": ort.__version__}
         del session
-        for path in sorted(tmp.iterdir()):  # the graph, and its external weights when over 2 GB
+        one_data_file(tmp / ONNX_FILE)
+        (model_dir / EXPORT_INFO).unlink(missing_ok=True)  # an older export's record must not vouch for this graph
+        for path in sorted(tmp.iterdir()):
             os.replace(path, model_dir / path.name)
         write_json(model_dir / EXPORT_INFO, info)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return info
+
+
+def one_data_file(graph: Path) -> None:
+    """Over 2 GB (protobuf's limit) the exporter writes each weight to a file of its own next to the graph:
+    gather them into one, `model.onnx.data`, so that a model directory gains two files, not hundreds."""
+    import onnx
+
+    others = [p for p in graph.parent.iterdir() if p != graph]
+    if not others:
+        return
+    model = onnx.load(str(graph), load_external_data=True)
+    for path in others:
+        path.unlink()
+    onnx.save_model(model, str(graph), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=graph.name + ".data", size_threshold=1024)
 
 
 class OnnxCTC(torch.nn.Module):

@@ -18,8 +18,8 @@ within the silence between the two utterances' speech, 20 ms of slack); the WER 
 each segment against the segment's text (a segment cut in the wrong place holds other words than its text
 says), against the oracle's; the model's WER on the original utterances, one at a time, is printed above
 the table. Under the table, `--swap` recordings have one utterance's text replaced by another's (a transcript that
-does not match its audio there): the mean word confidence of segments holding wrong text against the rest,
-the signal `--min-confidence` filters on.
+does not match its audio there): the confidence of the segments holding wrong text against the rest's (the
+signal `--min-confidence` filters on), and what a few thresholds would drop.
 
   python benchmarks/segment.py --model runs/quickstart --data data/synth/test
 """
@@ -107,7 +107,7 @@ def main() -> None:
     ap.add_argument("--data", default="data/synth/test", help="an audiofolder with metadata.csv (file_name, text)")
     ap.add_argument("--per", type=int, default=20, help="utterances per recording")
     ap.add_argument("--max-seconds", type=float, default=15.0)
-    ap.add_argument("--swap", type=int, default=5, help="recordings with one utterance's text replaced")
+    ap.add_argument("--swap", type=int, default=10, help="recordings with one utterance's text replaced")
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
     import torch
@@ -189,11 +189,15 @@ def main() -> None:
               f"{100 * r['wer']:.2f}% | {r['wer'] / results['oracle']['wer']:.2f}× |")
     print()
     print(f"alignment time: {seconds:.2f} s for {audio_seconds:.1f} s of audio (RTF {seconds / audio_seconds:.4f})")
-    if wrong_conf:
-        print(f"one utterance's text replaced in {min(a.swap, len(recordings))} recordings: mean segment "
-              f"confidence {np.mean(wrong_conf):.3f} for the {len(wrong_conf)} segments holding the wrong text "
-              f"(range {min(wrong_conf):.3f}-{max(wrong_conf):.3f}), {np.mean(right_conf):.3f} for the other "
-              f"{len(right_conf)} (range {min(right_conf):.3f}-{max(right_conf):.3f})")
+    if wrong_conf and right_conf:
+        w, r = np.array(wrong_conf), np.array(right_conf)
+        auroc = float(np.mean([(x < y) + 0.5 * (x == y) for x in w for y in r]))
+        print(f"one utterance's text replaced in {min(a.swap, len(recordings))} recordings: segment confidence "
+              f"{w.min():.4f}-{w.max():.4f} (mean {w.mean():.4f}) for the {len(w)} segments holding the wrong text, "
+              f"{r.min():.4f}-{r.max():.4f} (mean {r.mean():.4f}) for the other {len(r)}; AUROC {auroc:.3f}")
+        for threshold in (0.005, 0.01, 0.05):
+            print(f"  --min-confidence {threshold:g}: drops {int((w < threshold).sum())} of {len(w)} wrong segments "
+                  f"and {int((r < threshold).sum())} of {len(r)} right ones")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 from pipeline.data.segment import segments, split_words
@@ -114,3 +115,13 @@ def test_min_confidence_drops_segments_and_lists_them(trained_tiny_model: Path, 
     proc = run_script("segment.py", "--model", trained_tiny_model, "--output", tmp_path / "o2", "--text", text,
                       audio, audio)
     assert proc.returncode == 2 and "--text names the transcript of one recording" in proc.stderr
+
+
+def test_a_segment_is_as_confident_as_its_weakest_five_words() -> None:
+    from pipeline.data.segment import weakest_run
+
+    confidences = [0.9] * 6 + [0.0, 0.0] + [0.9] * 6
+    ws = [{"word": "w", "start": i, "end": i + 0.5, "confidence": c} for i, c in enumerate(confidences)]
+    assert weakest_run(ws) == pytest.approx(3 * 0.9 / 5)  # a window holding both weak words
+    assert weakest_run(ws[:3]) == pytest.approx(0.9) and weakest_run([]) == 0.0  # fewer words: their mean
+    assert segments(ws, 20.0, max_seconds=100.0)[0].confidence == round(3 * 0.9 / 5, 4)

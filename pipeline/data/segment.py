@@ -9,10 +9,12 @@ and each half again, until every segment fits. Each segment's audio is cut from 
 sample rate) with up to `pad` seconds of the surrounding pause, and it is written as an audiofolder
 (`metadata.csv`: file_name, text, speaker, source, start, end, confidence) that `data.train` reads as it is.
 
-A segment's confidence is the mean over its words of the forced alignment's word confidence (each token's
-peak probability within its frames, multiplied: `timestamps.peak_confidence`). Where the transcript does not
-say what the audio says (a missing paragraph, another take), the model gives the forced words low
-probability, and `min_confidence` drops those segments, listed with their confidence in the report.
+A segment's confidence is the lowest mean, over any 5 consecutive words of it, of the forced alignment's word
+confidence (each token's peak probability within its frames, multiplied: `timestamps.peak_confidence`). Where
+the transcript does not say what the audio says (a missing sentence, another take), the model gives the forced
+words there almost no probability, and `min_confidence` drops those segments, listed in the report. On the demo
+model, segments holding a replaced sentence scored at most 0.001 and 48 of 49 correct ones 0.005 or more; the
+mean over a segment's words separated them far less (AUROC 0.68 against 0.99).
 
 The same approach as NeMo's and ESPnet's CTC segmentation tools; this one reuses the toolkit's chunking,
 forced alignment and word timing (`pipeline.evaluation.timestamps`), so word times are those of
@@ -34,6 +36,9 @@ from pipeline.evaluation.timestamps import Word, path_words, settle, timed
 
 DEFAULT_MAX_SECONDS = 15.0
 DEFAULT_PAD = 0.15
+# A segment's confidence is its weakest run of this many words: a wrong stretch of transcript shows there,
+# where a mean over a long segment's words would dilute it (benchmarks/segment.py)
+WINDOW = 5
 
 
 @dataclass
@@ -105,10 +110,19 @@ def segments(words: Sequence[Word], duration: float, max_seconds: float = DEFAUL
         start, end = group[0]["start"], group[-1]["end"]
         start = max(start - pad, (before + start) / 2 if k else 0.0)
         end = min(end + pad, (end + after) / 2 if k + 1 < len(groups) else duration)
-        confidences = [w["confidence"] for w in group if "confidence" in w]
         out.append(Segment(round(start, 3), round(end, 3), " ".join(w["word"] for w in group),
-                           round(float(np.mean(confidences)) if confidences else 0.0, 3)))
+                           round(weakest_run(group), 4)))
     return out
+
+
+def weakest_run(words: Sequence[Word], window: int = WINDOW) -> float:
+    """The lowest mean word confidence over `window` consecutive words (all of them in a shorter segment)."""
+    c = np.array([w.get("confidence", 0.0) for w in words], dtype=np.float64)
+    if c.size == 0:
+        return 0.0
+    k = min(window, c.size)
+    sums = np.convolve(c, np.ones(k), mode="valid")
+    return float(sums.min() / k)
 
 
 def segment_recordings(model_dir: str, recordings: Sequence[tuple[str, str]], output: str | Path,

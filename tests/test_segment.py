@@ -125,3 +125,20 @@ def test_a_segment_is_as_confident_as_its_weakest_five_words() -> None:
     assert weakest_run(ws) == pytest.approx(3 * 0.9 / 5)  # a window holding both weak words
     assert weakest_run(ws[:3]) == pytest.approx(0.9) and weakest_run([]) == 0.0  # fewer words: their mean
     assert segments(ws, 20.0, max_seconds=100.0)[0].confidence == round(3 * 0.9 / 5, 4)
+
+
+def test_a_recording_too_long_to_align_at_once_is_refused(trained_tiny_model: Path, tiny_corpus: Path) -> None:
+    from pipeline.data.segment import align_words
+    from pipeline.errors import DataError
+    from pipeline.evaluation.evaluate import load_model_dir
+    from pipeline.evaluation.inference import Transcriber
+
+    model, fe, tok, _ = load_model_dir(str(trained_tiny_model), device="cpu")
+    transcriber = Transcriber(model, fe, tok)
+    row = next(csv.DictReader(open(tiny_corpus / "test" / "metadata.csv", encoding="utf-8")))
+    audio = sf.read(tiny_corpus / "test" / row["file_name"], dtype="float32")[0]
+    assert [w["word"] for w in align_words(transcriber, audio, row["text"], "one.wav")] == row["text"].split()
+    with pytest.raises(DataError, match=r"one.wav: 0 minutes with a \d+-token transcript need a .* GB alignment"):
+        align_words(transcriber, audio, row["text"], "one.wav", max_cells=1000)
+    with pytest.raises(DataError, match="one.wav: the transcript .* is too long for the audio"):
+        align_words(transcriber, audio[:1600], row["text"], "one.wav")

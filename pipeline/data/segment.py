@@ -39,6 +39,9 @@ DEFAULT_PAD = 0.15
 # A segment's confidence is its weakest run of this many words: a wrong stretch of transcript shows there,
 # where a mean over a long segment's words would dilute it (benchmarks/segment.py)
 WINDOW = 5
+# torchaudio's forced alignment keeps a byte per trellis cell (frames x (2 x tokens + 1)): measured 0.9 GB for 17
+# minutes of speech at 32 ms frames, so about 30 minutes fit in this
+MAX_CELLS = 3e9
 
 
 @dataclass
@@ -63,10 +66,11 @@ def transcript_ids(tokenizer: Any, text: str, where: str) -> list[int]:
     return ids
 
 
-def align_words(transcriber: Any, audio: np.ndarray, text: str, where: str, chunk_seconds: float = 20.0
-                ) -> list[Word]:
+def align_words(transcriber: Any, audio: np.ndarray, text: str, where: str, chunk_seconds: float = 20.0,
+                max_cells: float = MAX_CELLS) -> list[Word]:
     """The words of `text` placed in `audio` (at the transcriber's sampling rate): start, end (seconds) and
-    confidence from the forced alignment, corrected for the model's emission lag (`timestamps.settle`)."""
+    confidence from the forced alignment, corrected for the model's emission lag (`timestamps.settle`).
+    A recording whose alignment trellis (output frames x (2 x tokens + 1)) exceeds `max_cells` is refused."""
     import torchaudio.functional as AF
 
     from pipeline.evaluation.long_audio import chunked_logits
@@ -79,6 +83,11 @@ def align_words(transcriber: Any, audio: np.ndarray, text: str, where: str, chun
     if len(ids) + repeats > log_probs.shape[0]:
         raise DataError(f"{where}: the transcript ({len(ids)} tokens) is too long for the audio "
                         f"({log_probs.shape[0]} output frames): is it this recording's?")
+    cells = log_probs.shape[0] * (2 * len(ids) + 1)
+    if cells > max_cells:
+        raise DataError(f"{where}: {len(audio) / transcriber.feature_extractor.sampling_rate / 60:.0f} minutes with a "
+                        f"{len(ids)}-token transcript need a {cells / 1e9:.1f} GB alignment (over {max_cells / 1e9:g}): "
+                        f"cut the recording and its transcript into parts of about 30 minutes")
     path, _ = AF.forced_align(log_probs[None], torch.tensor([ids], dtype=torch.int32), blank=transcriber.blank)
     frame = transcriber.frame_seconds()
     words = timed(text, path_words(path[0].tolist(), transcriber.tokenizer, transcriber.blank, log_probs), frame)

@@ -9,6 +9,8 @@ probable of a list of phrases (digits, commands; see docs/evaluation.md); --time
 start and end in seconds and its confidence ({"audio": ..., "text": ..., "words": [{"word": ..., "start": ...,
 "end": ..., "confidence": ...}]});
 --subtitles DIR also writes DIR/<file name without suffix>.srt (or .vtt: --subtitle-format vtt) for each file.
+--data SPEC transcribes every file of a folder, manifest or Hub dataset instead (each line with its confidence);
+--manifest OUT.csv --min-confidence 0.8 then also writes the confident transcripts as a training manifest.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import sys
 
 from pipeline.audio import read_audio
 from pipeline.cli import entry_point
+from pipeline.config import DataSpec
 from pipeline.errors import DataError, ModelError
 from pipeline.evaluation.evaluate import (
     add_runtime_argument,
@@ -27,6 +30,7 @@ from pipeline.evaluation.evaluate import (
     load_model_dir,
     read_choices,
 )
+from pipeline.evaluation.labels import label_spec
 from pipeline.evaluation.subtitles import FORMATS, cues, render, subtitle_files
 from pipeline.evaluation.tempo import add_tempos_argument, parse_tempos
 from pipeline.io import write_text
@@ -60,9 +64,22 @@ def main() -> None:
                    help="write a subtitle file per audio file to DIR (its name with the format's suffix): word timestamps "
                         "grouped into cues of at most 42 characters and 6 seconds, split at pauses of a second")
     p.add_argument("--subtitle-format", choices=FORMATS, default="srt")
-    p.add_argument("audio", nargs="+", help="audio files (wav, flac, ogg, mp3)")
+    p.add_argument("--data", help="transcribe every file of a data spec instead of AUDIO files: a folder (with or "
+                                  "without metadata), a .csv/.jsonl manifest or a Hub dataset; read in blocks")
+    p.add_argument("--manifest", metavar="OUT.csv",
+                   help="with --data: also write a training manifest (audio, text, speaker, confidence) of the "
+                        "transcripts (pseudo-labels) whose confidence (mean word confidence) is at least --min-confidence")
+    p.add_argument("--min-confidence", type=float, default=0.0, help="with --manifest: the lowest confidence kept (0-1)")
+    p.add_argument("audio", nargs="*", help="audio files (wav, flac, ogg, mp3)")
     a = p.parse_args()
     check_choices(a.decoder, a.choices)
+    if bool(a.data) == bool(a.audio):
+        raise ModelError("give AUDIO files or --data SPEC (one of the two)")
+    if a.manifest and not a.data:
+        raise ModelError("--manifest needs --data: it lists the transcripts of a data spec")
+    if a.data and (a.subtitles or a.tempos):
+        raise ModelError(f"--data gives each transcript its confidence from one tempo's word timings and writes no "
+                         f"subtitles: leave out {'--subtitles' if a.subtitles else '--tempos'}")
     timed = a.timestamps or a.subtitles
     if timed and a.tempos:
         raise ModelError(f"{'--timestamps' if a.timestamps else '--subtitles'} needs decoding at one tempo: "
@@ -70,6 +87,22 @@ def main() -> None:
     subtitle_paths = subtitle_files(a.audio, a.subtitles, a.subtitle_format) if a.subtitles else {}
     model, fe, tok, meta = load_model_dir(a.model, runtime=a.runtime)
     phrases = read_choices(a.choices, meta.get("normalizer", "default"), a.decoder)
+    if a.data:
+        transcriber, _ = build_transcriber(model, fe, tok, a.model, decoder=a.decoder, lm=a.lm, beam_width=a.beam_width,
+                                           alpha=a.alpha, beta=a.beta, batch_seconds=a.batch_seconds,
+                                           chunk_seconds=a.chunk_seconds, stride_seconds=a.stride_seconds,
+                                           workers=a.workers, choices=phrases)
+        def show(row: dict) -> None:
+            record = {k: row[k] for k in ("audio", "text", "confidence")} | ({"words": row["words"]} if a.timestamps else {})
+            print(json.dumps(record, ensure_ascii=False), flush=True)
+
+        summary = label_spec(transcriber, DataSpec(path=a.data), show, a.manifest, a.min_confidence)
+        for item in summary["skipped"]:
+            print(f"skipped {item['audio']}: {item['reason']}", file=sys.stderr)
+        if a.manifest:
+            print(f"{a.manifest}: {summary['kept']} of {summary['transcribed']} transcripts (confidence >= "
+                  f"{a.min_confidence:g})", file=sys.stderr)
+        return
     audios, names, failed = [], [], 0
     for path in a.audio:
         try:

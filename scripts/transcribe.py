@@ -77,6 +77,8 @@ def main() -> None:
         raise ModelError("give AUDIO files or --data SPEC (one of the two)")
     if a.manifest and not a.data:
         raise ModelError("--manifest needs --data: it lists the transcripts of a data spec")
+    if a.min_confidence and not a.manifest or not 0 <= a.min_confidence <= 1:
+        raise ModelError("--min-confidence (0-1) chooses the transcripts --manifest keeps: give both")
     if a.data and (a.subtitles or a.tempos):
         raise ModelError(f"--data gives each transcript its confidence from one tempo's word timings and writes no "
                          f"subtitles: leave out {'--subtitles' if a.subtitles else '--tempos'}")
@@ -87,11 +89,13 @@ def main() -> None:
     subtitle_paths = subtitle_files(a.audio, a.subtitles, a.subtitle_format) if a.subtitles else {}
     model, fe, tok, meta = load_model_dir(a.model, runtime=a.runtime)
     phrases = read_choices(a.choices, meta.get("normalizer", "default"), a.decoder)
+    transcriber, _ = build_transcriber(model, fe, tok, a.model, decoder=a.decoder, lm=a.lm, beam_width=a.beam_width,
+                                       alpha=a.alpha, beta=a.beta, batch_seconds=a.batch_seconds,
+                                       chunk_seconds=a.chunk_seconds, stride_seconds=a.stride_seconds,
+                                       workers=a.workers, tempos=parse_tempos(a.tempos) if a.tempos else None,
+                                       choices=phrases)
     if a.data:
-        transcriber, _ = build_transcriber(model, fe, tok, a.model, decoder=a.decoder, lm=a.lm, beam_width=a.beam_width,
-                                           alpha=a.alpha, beta=a.beta, batch_seconds=a.batch_seconds,
-                                           chunk_seconds=a.chunk_seconds, stride_seconds=a.stride_seconds,
-                                           workers=a.workers, choices=phrases)
+
         def show(row: dict) -> None:
             record = {k: row[k] for k in ("audio", "text", "confidence")} | ({"words": row["words"]} if a.timestamps else {})
             print(json.dumps(record, ensure_ascii=False), flush=True)
@@ -111,11 +115,6 @@ def main() -> None:
         except DataError as exc:
             print(f"error: {exc}", file=sys.stderr)
             failed += 1
-    transcriber, _ = build_transcriber(model, fe, tok, a.model, decoder=a.decoder, lm=a.lm, beam_width=a.beam_width,
-                                       alpha=a.alpha, beta=a.beta, batch_seconds=a.batch_seconds,
-                                       chunk_seconds=a.chunk_seconds, stride_seconds=a.stride_seconds,
-                                       workers=a.workers, tempos=parse_tempos(a.tempos) if a.tempos else None,
-                                       choices=phrases)
     results = transcriber.transcribe_words(audios) if timed else [{"text": t} for t in transcriber.transcribe(audios)]
     for name, result in zip(names, results, strict=True):
         record: dict = {"audio": name, **result}

@@ -56,6 +56,7 @@ def test_data_and_manifest_options_are_checked(trained_tiny_model: Path, tiny_co
         ([], "give AUDIO files or --data SPEC (one of the two)"),
         (["--manifest", "x.csv", wav], "--manifest needs --data"),
         (["--data", tiny_corpus / "test", "--tempos", "0.9,1"], "leave out --tempos"),
+        (["--data", tiny_corpus / "test", "--min-confidence", "0.5"], "--min-confidence (0-1) chooses"),
     ):
         proc = run_script("transcribe.py", "--model", trained_tiny_model, *args)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]

@@ -109,7 +109,7 @@ RUNTIMES = ("torch", "onnx")
 def add_runtime_argument(parser: Any) -> None:
     parser.add_argument("--runtime", choices=RUNTIMES, default="torch",
                         help="run the model on PyTorch, or its ONNX export (scripts/export_onnx.py) on ONNX Runtime "
-                             "(CPU; faster there)")
+                             "(CPU; faster one file at a time, the same in batches)")
 
 
 def load_model_dir(model_dir: str, device: str | torch.device | None = None, runtime: str = "torch"

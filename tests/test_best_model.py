@@ -82,3 +82,19 @@ def test_an_unknown_best_metric_is_named(tiny_corpus: Path, tiny_recipe_override
     assert proc.returncode != 0
     last = proc.stderr.strip().splitlines()[-1]
     assert "train.best_metric" in last and "'accuracy'" in last and "wer" in last and "Traceback" not in proc.stderr
+
+
+def test_the_last_step_competes_when_no_periodic_evaluation_reached_it(tiny_corpus: Path, tiny_recipe_overrides,
+                                                                        run_script, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = run_script("train.py", str(QUICKSTART), *tiny_recipe_overrides("parakeet"), f"output_dir={out}",
+                      f"data.train={tiny_corpus / 'train'}", f"data.eval={tiny_corpus / 'test'}", "train.max_steps=5",
+                      "train.eval_every=2", "train.batch_seconds=6", "train.learning_rate=1e-6", "train.warmup_steps=0",
+                      "train.final_model=best", "train.best_metric=cer", "train.keep_last=1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    evals = [(r["step"], r["eval_cer"]) for r in read_log(out) if "eval_cer" in r]
+    assert [s for s, _ in evals] == [2, 4, 5]  # the periodic ones, then the last step
+    results = json.loads((out / "train_results.json").read_text())
+    best_step = min(evals, key=lambda e: e[1])[0]
+    assert results["best_step"] == results["model_step"] == best_step
+    assert results["eval_cer"] == dict(evals)[best_step]

@@ -287,6 +287,14 @@ class Trainer:
             if sampler.start >= len(sampler):
                 sampler.set_epoch(sampler.epoch + 1, 0)
         bar.close()
+        # The last step competes too: with final_model=best its weights must not be dropped unseen, and the best
+        # record should not stop at the last periodic evaluation (a run cut by max_minutes between two of them)
+        # (the same answer on every process: only process 0 logs evaluations, but a resumed run's history is its)
+        evaluated = last_eval_step == step or any(r.get("step") == step and any(k.startswith("eval_") for k in r)
+                                                  for r in self.history)
+        if step > 0 and not evaluated and (keep_best or state["best_step"] is not None):
+            last_eval_metrics, last_eval_step = run_eval(), step
+            self._track_best(state, last_eval_metrics, step)
         state["train_seconds"] = earlier_seconds + time.monotonic() - started
         if step != last_saved or stop is not None:
             checkpoint()

@@ -6,7 +6,7 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -50,3 +50,13 @@ def write_jsonl(path: str | Path, rows: list[dict[str, Any]]) -> None:
 def write_text(path: str | Path, text: str) -> None:
     with atomic_write(path) as f:
         f.write(text)
+
+
+def write_csv(path: str | Path, rows: Iterable[dict[str, Any]], fields: list[str]) -> None:
+    """A CSV table (header `fields`; other keys of a row ignored), written atomically."""
+    import csv
+
+    with atomic_write(path) as f:
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)

@@ -3,7 +3,7 @@
 
 Each AUDIO's transcript is the text file beside it with the same name and a .txt suffix (talk.wav ->
 talk.txt), or --text FILE for a single recording. Writes OUTPUT/metadata.csv (file_name, text, speaker,
-source, start, end, confidence) and one wav per segment (the recording's own sample rate): an audiofolder
+source, start, end, confidence) and one wav per segment (the recording's own sample rate, mono): an audiofolder
 that scripts/train.py reads as data.train=OUTPUT. OUTPUT/segment_report.json lists what was skipped or
 dropped, and why.
 

@@ -6,7 +6,7 @@ of this toolkit (or a Hub checkpoint) scores the whole recording in overlapping 
 every word of the transcript (normalised as the model was trained), and the words are cut into segments of
 at most `max_seconds` at the widest pauses between them: a span longer than that is split at its widest gap,
 and each half again, until every segment fits. Each segment's audio is cut from the original file (its own
-sample rate) with up to `pad` seconds of the surrounding pause, and it is written as an audiofolder
+sample rate, channels averaged) with up to `pad` seconds of the surrounding pause, and it is written as an audiofolder
 (`metadata.csv`: file_name, text, speaker, source, start, end, confidence) that `data.train` reads as it is.
 
 A segment's confidence is the lowest mean, over any 5 consecutive words of it, of the forced alignment's word
@@ -141,13 +141,11 @@ def segment_recordings(model_dir: str, recordings: Sequence[tuple[str, str]], ou
     """Cut each (audio file, transcript file) pair into segments under `output` (an audiofolder) and return the
     report also written to `output/segment_report.json`. A recording that cannot be aligned is skipped with its
     reason; segments under `min_confidence` are dropped and listed."""
-    import soundfile as sf
-
-    from pipeline.audio import read_audio
+    from pipeline.audio import read_audio, resample, write_wav
     from pipeline.data.text import get_normalizer
     from pipeline.evaluation.evaluate import load_model_dir
     from pipeline.evaluation.inference import Transcriber
-    from pipeline.io import atomic_write, write_json, write_text
+    from pipeline.io import write_csv, write_json
 
     if max_seconds <= 0 or pad < 0 or not 0 <= min_confidence <= 1:
         raise ModelError("segmenting needs max_seconds > 0, pad >= 0 and min_confidence in [0, 1]")
@@ -173,8 +171,9 @@ def segment_recordings(model_dir: str, recordings: Sequence[tuple[str, str]], ou
             report["skipped"].append({"audio": audio_path, "reason": f"transcript {text_path}: {exc}"})
             continue
         try:
-            audio, sr = read_audio(audio_path, int(fe.sampling_rate))
-            original, original_sr = sf.read(audio_path, dtype="float32", always_2d=True)
+            original, original_sr = read_audio(audio_path)  # decoded once: clips come from it, the model hears it resampled
+            sr = int(fe.sampling_rate)
+            audio = resample(original, original_sr, sr)
             words = align_words(transcriber, audio, text, audio_path)
         except DataError as exc:
             report["skipped"].append({"audio": audio_path, "reason": str(exc)})
@@ -185,23 +184,14 @@ def segment_recordings(model_dir: str, recordings: Sequence[tuple[str, str]], ou
                 report["dropped"].append({"audio": audio_path, **asdict(seg)})
                 continue
             name = f"{stem}-{n:04d}.wav"
-            clip = original[int(round(seg.start * original_sr)):int(round(seg.end * original_sr))]
-            with atomic_write(out / name, "wb", encoding=None) as f:
-                sf.write(f, clip, original_sr, format="WAV", subtype="PCM_16")
+            write_wav(str(out / name), original[int(round(seg.start * original_sr)):int(round(seg.end * original_sr))],
+                      original_sr)
             rows.append({"file_name": name, "text": seg.text, "speaker": speaker or stem, "source": audio_path,
                          "start": seg.start, "end": seg.end, "confidence": seg.confidence})
             kept += 1
         report["recordings"].append({"audio": audio_path, "seconds": round(len(audio) / sr, 3), "words": len(words),
                                      "segments": kept})
-    import csv
-    import io
-
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=["file_name", "text", "speaker", "source", "start", "end", "confidence"],
-                            lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text(out / "metadata.csv", buffer.getvalue())
+    write_csv(out / "metadata.csv", rows, ["file_name", "text", "speaker", "source", "start", "end", "confidence"])
     report["segments"] = len(rows)
     report["seconds"] = round(sum(r["end"] - r["start"] for r in rows), 3)
     write_json(out / "segment_report.json", report)

@@ -7,8 +7,6 @@ side and writes two manifests that point at the original files (nothing is copie
 
 from __future__ import annotations
 
-import csv
-import io
 import random
 from collections import defaultdict
 from pathlib import Path
@@ -16,7 +14,7 @@ from typing import Any
 
 from pipeline.data.sources import METADATA_NAMES, read_table
 from pipeline.errors import DataError
-from pipeline.io import atomic_write
+from pipeline.io import write_csv
 
 
 def split_by_column(
@@ -65,10 +63,7 @@ def split_by_column(
     fields = list(rows[0].keys())
     result: dict[str, Any] = {"column": column, "dev_groups": sorted(dev)}
     for split, members in (("train", [n for n in names if n not in dev]), ("dev", sorted(dev))):
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
-        writer.writeheader()
-        n = 0
+        table = []
         for name in members:
             for r in groups[name]:
                 r = dict(r)
@@ -78,9 +73,7 @@ def split_by_column(
                     r[audio_col] = str(full.relative_to(out.resolve()))
                 except ValueError:
                     r[audio_col] = str(full)
-                writer.writerow(r)
-                n += 1
-        with atomic_write(out / f"{split}.csv") as f:
-            f.write(buf.getvalue())
-        result[split] = {"rows": n, "groups": len(members)}
+                table.append(r)
+        write_csv(out / f"{split}.csv", table, fields)
+        result[split] = {"rows": len(table), "groups": len(members)}
     return result

@@ -11,8 +11,6 @@ that `data.train` reads as it is.
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -67,14 +65,7 @@ def transcribe_spec(transcriber: Any, spec: DataSpec, report: Any, max_duration:
         bar.close()
 
 
-def manifest_text(rows: list[dict[str, Any]]) -> str:
-    """A training manifest (.csv): audio (absolute path), text, speaker, confidence."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=["audio", "text", "speaker", "confidence"], lineterminator="\n",
-                            extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows({**r, "audio": str(Path(r["audio"]).resolve())} for r in rows)
-    return buffer.getvalue()
+MANIFEST_FIELDS = ["audio", "text", "speaker", "confidence"]
 
 
 def label_spec(transcriber: Any, spec: DataSpec, on_row: Callable[[dict[str, Any]], None], manifest: str | None = None,
@@ -82,7 +73,7 @@ def label_spec(transcriber: Any, spec: DataSpec, on_row: Callable[[dict[str, Any
     """Transcribe `spec` (`transcribe_spec`), hand each result to `on_row`, and write the `manifest` of those with
     a confidence of at least `min_confidence`. Returns counts and the skipped rows."""
     from pipeline.data.prepare import SkipReport
-    from pipeline.io import write_text
+    from pipeline.io import write_csv
 
     report = SkipReport()
     kept: list[dict[str, Any]] = []
@@ -92,6 +83,6 @@ def label_spec(transcriber: Any, spec: DataSpec, on_row: Callable[[dict[str, Any
         on_row(row)
         if row["confidence"] is not None and row["confidence"] >= min_confidence:
             kept.append(row)
-    if manifest:
-        write_text(manifest, manifest_text(kept))
+    if manifest:  # absolute audio paths: the manifest may live anywhere
+        write_csv(manifest, ({**r, "audio": str(Path(r["audio"]).resolve())} for r in kept), MANIFEST_FIELDS)
     return {"transcribed": total, "kept": len(kept), "skipped": report.skipped}

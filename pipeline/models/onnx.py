@@ -46,6 +46,12 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def stat_key(path: Path) -> list[int]:
+    """Size and modification time (ns) of a file: unchanged since it was hashed, it needs no new hash."""
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
 def _runtime() -> Any:
     try:
         import onnxruntime
@@ -123,6 +129,7 @@ def export_onnx(model_dir: str | Path, opset: int = OPSET) -> dict[str, Any]:
                              f"(> {MAX_ABS_DIFF}): not written")
         info = {"file": ONNX_FILE, "inputs": [input_name, "attention_mask"], "outputs": ["logits"], "opset": opset,
                 "model_type": model.config.model_type, "weights_sha256": sha256(weights),
+                "weights_stat": stat_key(weights),
                 "check": {"seconds": [2.3, 0.7, 1.2], "max_abs_diff": diff,
                           "greedy_agreement": float((got.argmax(-1) == want.argmax(-1))[frames].mean())},
                 "torch": torch.__version__, "onnxruntime": ort.__version__}
@@ -170,7 +177,9 @@ class OnnxCTC(torch.nn.Module):
             raise ModelError(f"{model_dir}: no ONNX export; run: python scripts/export_onnx.py --model {model_dir}")
         info = json.loads(info_path.read_text(encoding="utf-8"))
         weights = model_dir / WEIGHTS_FILE
-        if weights.is_file() and sha256(weights) != info.get("weights_sha256"):
+        # hashing gigabytes at every load is slow: only when the file is not the one exported (copied, or rewritten)
+        if weights.is_file() and stat_key(weights) != info.get("weights_stat") \
+                and sha256(weights) != info.get("weights_sha256"):
             raise ModelError(f"{model_dir}: {ONNX_FILE} was exported from other weights than {WEIGHTS_FILE} "
                              f"(retrained since?); export again: python scripts/export_onnx.py --model {model_dir}")
         self.path = str(model_dir / ONNX_FILE)

@@ -27,8 +27,8 @@ def checkpoints_dir(output_dir: str | Path) -> Path:
     return Path(output_dir) / "checkpoints"
 
 
-def checkpoint_name(step: int | None) -> str:
-    return f"step-{step:08d}" if step is not None else ""
+def checkpoint_name(step: int) -> str:
+    return f"step-{step:08d}"
 
 
 def complete_checkpoints(output_dir: str | Path) -> list[Path]:
@@ -66,7 +66,7 @@ def save_checkpoint(accelerator: Accelerator, output_dir: str | Path, step: int,
             shutil.rmtree(final)
         tmp.rename(final)
         for old in complete_checkpoints(output_dir)[:-keep_last] if keep_last > 0 else []:
-            if old.name != checkpoint_name(spare):
+            if spare is None or old.name != checkpoint_name(spare):
                 shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final

@@ -39,7 +39,7 @@ class DataSpec:
 
 @dataclass
 class AugmentConfig:
-    """Training-time augmentation that makes models generalise to voices they never heard."""
+    """Training-time augmentation that makes models generalise to voices and recording conditions they never heard."""
 
     speed: list[float] | None = None  # [low, high]: random speed (tempo and pitch) factor per utterance
     vtlp: float = 0.0  # vocal-tract-length perturbation: random warp of the frequency axis by up to +/- this
@@ -48,6 +48,15 @@ class AugmentConfig:
     # recordings clipped tightly at the word, whose lack of leading and trailing silence a model never heard
     trim: float = 0.0
     trim_db: float = 20.0
+    # additive noise: a spec of noise recordings (folder, manifest, Hub dataset: MUSAN, your room tone), or
+    # `synthetic` (coloured Gaussian noise, white to brown); mixed at an SNR drawn from noise_snr (dB)
+    noise: DataSpec | None = None
+    noise_snr: list[float] = field(default_factory=lambda: [5.0, 25.0])
+    noise_prob: float = 0.5  # share of training utterances that get noise
+    # reverberation: a spec of room impulse responses, or `synthetic` (a decaying-noise room, RT60 from reverb_rt60)
+    reverb: DataSpec | None = None
+    reverb_rt60: list[float] = field(default_factory=lambda: [0.2, 0.8])
+    reverb_prob: float = 0.5  # share of training utterances that get reverberation
 
 
 @dataclass
@@ -455,6 +464,14 @@ def validate(recipe: Recipe) -> None:
         raise RecipeError("data.augment.vtlp: must be in [0, 0.5)")
     if not 0 <= recipe.data.augment.trim <= 1 or recipe.data.augment.trim_db <= 0:
         raise RecipeError("data.augment.trim must be a probability in [0, 1] and data.augment.trim_db positive (dB)")
+    a = recipe.data.augment
+    for key in ("noise_prob", "reverb_prob"):
+        if not 0 <= getattr(a, key) <= 1:
+            raise RecipeError(f"data.augment.{key}: must be a probability in [0, 1], got {getattr(a, key)}")
+    if len(a.noise_snr) != 2 or a.noise_snr[0] > a.noise_snr[1]:
+        raise RecipeError(f"data.augment.noise_snr: expected [low, high] in dB with low <= high, got {a.noise_snr}")
+    if len(a.reverb_rt60) != 2 or not 0 < a.reverb_rt60[0] <= a.reverb_rt60[1] <= 10:
+        raise RecipeError(f"data.augment.reverb_rt60: expected [low, high] seconds with 0 < low <= high <= 10, got {a.reverb_rt60}")
     s = recipe.ssl
     if not 0 < s.mask_time_prob <= 1 or s.mask_time_length < 1 or s.mask_time_min_masks < 0:
         raise RecipeError("ssl.mask_time_prob must be in (0, 1], ssl.mask_time_length >= 1, ssl.mask_time_min_masks >= 0")

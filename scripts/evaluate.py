@@ -9,6 +9,8 @@ Examples:
       --tempos 0.875,0.9375,1,1.0625,1.125          # tempo ensemble (log-mel models)
   python scripts/evaluate.py --model runs/fsdd --data ../shared/data/fsdd/dev --output runs/fsdd/eval_choices \\
       --decoder choices --choices ../shared/data/fsdd/train  # each utterance is one of the training transcripts
+  python scripts/evaluate.py --model runs/quickstart --data data/synth/test --output runs/quickstart/eval_noise \\
+      --noise synthetic --snr 20,10,5,0 --reverb synthetic   # also under noise and reverberation: robustness.json
 See docs/evaluation.md for how to read the outputs.
 """
 
@@ -20,6 +22,7 @@ import json
 from pipeline.cli import entry_point, setup_logging
 from pipeline.config import DataSpec
 from pipeline.evaluation.evaluate import add_runtime_argument, check_choices, evaluate_model
+from pipeline.evaluation.robustness import add_corruption_arguments, parse_corruption
 from pipeline.evaluation.tempo import add_tempos_argument, parse_tempos
 
 
@@ -57,10 +60,12 @@ def main() -> None:
                    help="overlap kept as context on each side of a window (default: chunk/6)")
     add_tempos_argument(p)
     add_runtime_argument(p)
+    add_corruption_arguments(p)
     p.add_argument("--group-by", default="speaker", help="column for the per-group breakdown (default: speaker)")
     p.add_argument("--no-report", action="store_true", help="skip report.html and the plots")
     a = p.parse_args()
     check_choices(a.decoder, a.choices)
+    corruption = parse_corruption(a)
     setup_logging()
     spec = DataSpec(path=a.data, config=a.config, split=a.split, text_column=a.text_column, audio_column=a.audio_column)
     m = evaluate_model(a.model, spec, a.output, normalizer=a.normalizer, batch_seconds=a.batch_seconds,
@@ -69,10 +74,13 @@ def main() -> None:
                        chunk_seconds=a.chunk_seconds, stride_seconds=a.stride_seconds, group_by=a.group_by,
                        write_html=not a.no_report, workers=a.workers,
                        tempos=parse_tempos(a.tempos) if a.tempos else None, choices=a.choices,
-                       runtime=a.runtime)
+                       runtime=a.runtime, corruption=corruption)
     keys = ("wer", "wer_ci95", "cer", "cer_ci95", "substitutions", "deletions", "insertions", "num_utterances",
             "normalizer", "decoding")
-    print(json.dumps({k: m.get(k) for k in keys}))
+    summary = {k: m.get(k) for k in keys}
+    if corruption is not None:
+        summary["robustness"] = {r["condition"]: {"wer": r["wer"], "cer": r["cer"]} for r in m["robustness"]}
+    print(json.dumps(summary))
 
 
 if __name__ == "__main__":

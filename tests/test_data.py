@@ -150,6 +150,19 @@ def test_read_8k_mono_resamples_to_16k(tmp_path: Path) -> None:
     assert sr0 == 8000 and len(native) == 8000
 
 
+@pytest.mark.parametrize("orig, new", [(8000, 16000), (44100, 16000), (16000, 22050)])
+def test_resampling_equals_torchaudio_functional(orig: int, new: int) -> None:
+    """The cached resampler (its kernel built once per pair of rates) gives functional.resample's samples exactly."""
+    import torch
+    import torchaudio.functional as AF
+
+    from pipeline.audio import resample
+
+    x = np.random.default_rng(0).standard_normal(4410).astype(np.float32)
+    for _ in range(2):  # the second call reuses the kernel
+        np.testing.assert_array_equal(resample(x, orig, new), AF.resample(torch.from_numpy(x), orig, new).numpy())
+
+
 def test_read_44k_stereo_is_channel_average_and_resampled(tmp_path: Path) -> None:
     sr = 44100
     left, right = sine(1.0, sr, freq=440, amp=0.6), sine(1.0, sr, freq=440, amp=0.2)

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import datasets
+import numpy as np
 import torch
 
 from pipeline.audio import read_audio
 from pipeline.config import DataSpec
 from pipeline.data.batching import sorted_shards
+from pipeline.data.noise import load_recordings
 from pipeline.data.prepare import SkipReport, prepare_split
 from pipeline.data.sources import describe_spec, load_spec
 from pipeline.data.text import get_normalizer
@@ -26,19 +28,28 @@ from pipeline.evaluation.inference import Transcriber
 from pipeline.evaluation.metrics import error_rates
 from pipeline.io import write_json, write_jsonl
 
+if TYPE_CHECKING:
+    from pipeline.evaluation.robustness import Corruption
+
 logger = logging.getLogger(__name__)
 
 PIPELINE_META = "speech_pipeline.json"
 
 
-def transcribe_table(accelerator: Any, transcriber: Transcriber, table: datasets.Dataset, progress: bool = False) -> list[str]:
-    """Hypotheses for every row of `table`, in table order, computed on all processes together."""
+def transcribe_table(accelerator: Any, transcriber: Transcriber, table: datasets.Dataset, progress: bool = False,
+                     corrupt: Callable[[int, np.ndarray], np.ndarray] | None = None) -> list[str]:
+    """Hypotheses for every row of `table`, in table order, computed on all processes together.
+
+    `corrupt(row, audio)`: what the model hears instead of each row's audio (`robustness.FixedCorruptor`).
+    """
     sr = transcriber.feature_extractor.sampling_rate
     durations = table["duration"]
     world = accelerator.num_processes if accelerator is not None else 1
     rank = accelerator.process_index if accelerator is not None else 0
     mine = sorted_shards(durations, world, rank)
     audios = [read_audio(table[i]["audio"], sr)[0] for i in mine]
+    if corrupt is not None:
+        audios = [corrupt(i, a) for i, a in zip(mine, audios, strict=True)]
     texts = transcriber.transcribe(audios, progress=progress and rank == 0)
     records = [{"index": i, "hypothesis": h} for i, h in zip(mine, texts, strict=True)]
     if world > 1:
@@ -167,6 +178,7 @@ def evaluate_model(
     tempos: Sequence[float] | None = None,
     choices: str | None = None,
     runtime: str = "torch",
+    corruption: Corruption | None = None,
 ) -> dict[str, Any]:
     """Transcribe `data` with the model and write metrics.json, predictions.jsonl, report.html.
 
@@ -178,6 +190,8 @@ def evaluate_model(
     `choices` (with `decoder="choices"`): a text file (a phrase a line) or data spec (its transcripts) whose
     phrases are the only possible transcripts (`choices.py`).
     `runtime`: "torch", or "onnx" for the model directory's ONNX export on ONNX Runtime (`load_model_dir`).
+    `corruption`: also score the set under noise / reverberation, one sub-folder per condition, with a summary
+    in `robustness.json` and `robustness.png` (`robustness.py`).
     """
     from pipeline.evaluation.long_audio import DEFAULT_CHUNK_SECONDS
 
@@ -192,6 +206,11 @@ def evaluate_model(
         min_duration=0.0, max_duration=max_duration, need_text=True, on_bad_rows=on_bad_rows,
         cache_dir=cache_dir or default_cache_dir(),
     )
+    sample_rate, noise, rirs = int(fe.sampling_rate), None, None
+    if corruption is not None:  # the noise files are measured before the long clean pass, so bad specs fail first
+        settings = dict(normalize=get_normalizer(normalizer), on_bad_rows=on_bad_rows, cache_dir=cache_dir or default_cache_dir())
+        noise = load_recordings(corruption.noise, "noise", report, sample_rate, settings)
+        rirs = load_recordings(corruption.reverb, "reverb", report, sample_rate, settings)
     phrases = read_choices(choices, normalizer, decoder)
     transcriber, decoding = build_transcriber(model, fe, tok, model_dir, decoder=decoder, lm=lm, beam_width=beam_width,
                                               alpha=alpha, beta=beta, batch_seconds=batch_seconds,
@@ -215,7 +234,48 @@ def evaluate_model(
             from pipeline.evaluation.report import write_report
 
             write_report(out, metrics, rows, group_column=group_by or "speaker")
+    if corruption is not None:
+        metrics["robustness"] = _score_conditions(accelerator, transcriber, table, corruption, sample_rate, noise, rirs,
+                                                  metrics, Path(output), normalizer, group_by, write_html)
     return metrics
+
+
+def _score_conditions(accelerator: Any, transcriber: Any, table: datasets.Dataset, corruption: Corruption,
+                      sample_rate: int, noise: Any, rirs: Any, clean: dict[str, Any], out: Path, normalizer: str,
+                      group_by: str, write_html: bool) -> list[dict[str, Any]]:
+    """Each condition of `corruption` scored like the clean set, in `out/<condition>/`; the summary in
+    `out/robustness.json` (and a plot of WER against SNR)."""
+    from pipeline.evaluation.robustness import FixedCorruptor, plot_robustness
+
+    is_main = accelerator is None or accelerator.is_main_process
+    summary = []
+    for name, snr in corruption.conditions():
+        logger.info("scoring under %s", corruption.describe(snr))
+        corrupt = FixedCorruptor(corruption, snr, sample_rate, noise, rirs)
+        hyps = transcribe_table(accelerator, transcriber, table, progress=True, corrupt=corrupt)
+        metrics, rows = score(table, hyps, normalizer, group_by=group_by)
+        metrics.update(condition=corruption.describe(snr), seed=corruption.seed, model=clean.get("model"),
+                       data=clean.get("data"), decoding=clean.get("decoding"))
+        summary.append({"condition": name, "snr": snr, "reverb": corruption.reverb is not None, "wer": metrics["wer"],
+                        "cer": metrics["cer"], "wer_ci95": metrics.get("wer_ci95")})
+        if is_main:
+            write_jsonl(out / name / "predictions.jsonl", rows)
+            write_json(out / name / "metrics.json", metrics)
+            if write_html:
+                from pipeline.evaluation.report import write_report
+
+                write_report(out / name, metrics, rows, group_column=group_by or "speaker")
+    if is_main:
+        write_json(out / "robustness.json", {
+            "clean": {"wer": clean["wer"], "cer": clean["cer"], "wer_ci95": clean.get("wer_ci95")},
+            "noise": corruption.noise.path if corruption.noise else None,
+            "reverb": corruption.reverb.path if corruption.reverb else None,
+            "rt60": corruption.rt60 if corruption.reverb and corruption.reverb.path == "synthetic" else None,
+            "seed": corruption.seed, "conditions": summary})
+        if write_html and len(summary) > 1:
+            title = f"{Path(str(clean.get('model'))).name} on {clean.get('data')}\n{corruption.describe(0).replace(' at 0 dB SNR', '')}"
+            plot_robustness(out / "robustness.png", clean["wer"], summary, title)
+    return summary
 
 
 def check_choices(decoder: str, choices: str | None) -> None:

@@ -13,6 +13,7 @@ from accelerate import Accelerator
 from pipeline.audio import read_audio, speech_span
 from pipeline.config import Recipe
 from pipeline.data.augment import augment_input
+from pipeline.data.noise import Corruptor, load_recordings
 from pipeline.data.prepare import SkipReport, prepare_split
 from pipeline.data.sources import describe_spec, load_spec
 from pipeline.data.text import build_vocab, get_normalizer
@@ -116,6 +117,9 @@ class ASRTask(ModelHolder):
             self.eval = None
             if d.eval is not None:
                 self.eval = prepare_split(load_spec(d.eval), "eval", describe_spec(d.eval), self.report, **common)
+            self._corrupt = Corruptor(d.augment, self.sample_rate,
+                                      noise=load_recordings(d.augment.noise, "noise", self.report, self.sample_rate, common),
+                                      rirs=load_recordings(d.augment.reverb, "reverb", self.report, self.sample_rate, common))
         self.tokenizer = tokenizer
         logger.info("data: %s", self.report.summary())
         if accelerator.is_main_process:
@@ -164,6 +168,19 @@ class ASRTask(ModelHolder):
             self._cache_bytes += feats.nbytes
         return feats
 
+    def _input(self, row: dict[str, Any]) -> np.ndarray:
+        """One training utterance's model input: cached clean features, or features of its reverberant / noisy audio."""
+        reverb, noise = self._corrupt.draw() if self._corrupt.active else (False, False)
+        if not (reverb or noise):
+            return self._features(row)
+        clean = read_audio(row["audio"], self.sample_rate)[0]
+        feats, valid = utterance_features(self.feature_extractor, self._corrupt(clean, reverb, noise))
+        feats = feats[:valid].astype(np.float32, copy=False)
+        index = row.get("index")
+        if self._augment.trim and index is not None and index not in self._speech:
+            self._speech[index] = self._speech_frames(clean, feats)  # as long as the clean features: same samples
+        return feats
+
     def _speech_frames(self, audio: np.ndarray, feats: np.ndarray) -> tuple[int, int] | None:
         """The loud span of `audio` in the units of the model input's first axis (samples or feature frames).
 
@@ -180,7 +197,7 @@ class ASRTask(ModelHolder):
         feats, texts, seconds = [], [], 0.0
         for row in rows:
             try:
-                x = self._features(row)
+                x = self._input(row)
                 if self._augment_on:
                     x = augment_input(x, self._augment, self.sample_rate, self._speech.get(row.get("index", -1)),
                                       self._standardized)

@@ -215,3 +215,19 @@ def test_reverberation_is_the_convolution_cut_to_the_input(n: int, taps: int) ->
 
     x, h = torch.randn(n, dtype=torch.float64), torch.randn(taps, dtype=torch.float64)
     torch.testing.assert_close(reverberate(x, h), AF.fftconvolve(x, h)[:n])
+
+
+def test_an_unusable_noise_spec_is_an_error_naming_the_key(tmp_path: Path, tiny_corpus: Path) -> None:
+    from accelerate import Accelerator
+    from conftest import tiny_overrides
+
+    from pipeline.errors import DataError
+    from pipeline.tasks import build_task
+
+    (tmp_path / "empty").mkdir()
+    for key, spec, message in (("noise", tmp_path / "missing", "no such file or folder"),
+                               ("reverb", tmp_path / "empty", "no audio files")):
+        recipe = load_recipe(RECIPE, [*tiny_overrides("parakeet"), f"output_dir={tmp_path / 'out'}",
+                                      f"data.train={tiny_corpus / 'train'}", "data.eval=null", f"data.augment.{key}={spec}"])
+        with pytest.raises(DataError, match=rf"^data\.augment\.{key}: {spec}: .*{message}"):
+            build_task(recipe).setup(Accelerator(cpu=True))

@@ -165,12 +165,16 @@ class Corruptor:
 
 
 def load_recordings(spec: DataSpec | None, split: str, report: SkipReport, sample_rate: int,
-                    settings: dict[str, Any]) -> Recordings | None:
+                    settings: dict[str, Any], where: str) -> Recordings | None:
     """The noise or impulse-response files of `spec` (None for none or `synthetic`): measured once and cached like
-    any split, unusable ones skipped and listed in `report` under `split`. `settings`: `prepare_split`'s keywords."""
+    any split, unusable ones skipped and listed in `report` under `split`. `settings`: `prepare_split`'s keywords;
+    `where`: the option that named the spec, for error messages."""
     if spec is None or spec.path == SYNTHETIC:
         return None
-    table = prepare_split(load_spec(spec, need_text=False), split, describe_spec(spec), report,
-                          **{**settings, "min_duration": 0.0, "max_duration": float("inf"), "need_text": False})
-    logger.info("%s: %d recordings, %.1f minutes", split, len(table), sum(table["duration"]) / 60)
+    try:
+        table = prepare_split(load_spec(spec, need_text=False), split, describe_spec(spec), report,
+                              **{**settings, "min_duration": 0.0, "max_duration": float("inf"), "need_text": False})
+    except DataError as exc:
+        raise DataError(f"{where}: {exc}") from None
+    logger.info("%s: %d recordings, %.1f minutes", where, len(table), sum(table["duration"]) / 60)
     return Recordings(table, sample_rate)

@@ -209,8 +209,8 @@ def evaluate_model(
     sample_rate, noise, rirs = int(fe.sampling_rate), None, None
     if corruption is not None:  # the noise files are measured before the long clean pass, so bad specs fail first
         settings = dict(normalize=get_normalizer(normalizer), on_bad_rows=on_bad_rows, cache_dir=cache_dir or default_cache_dir())
-        noise = load_recordings(corruption.noise, "noise", report, sample_rate, settings)
-        rirs = load_recordings(corruption.reverb, "reverb", report, sample_rate, settings)
+        noise = load_recordings(corruption.noise, "noise", report, sample_rate, settings, where="--noise")
+        rirs = load_recordings(corruption.reverb, "reverb", report, sample_rate, settings, where="--reverb")
     phrases = read_choices(choices, normalizer, decoder)
     transcriber, decoding = build_transcriber(model, fe, tok, model_dir, decoder=decoder, lm=lm, beam_width=beam_width,
                                               alpha=alpha, beta=beta, batch_seconds=batch_seconds,

@@ -117,9 +117,9 @@ class ASRTask(ModelHolder):
             self.eval = None
             if d.eval is not None:
                 self.eval = prepare_split(load_spec(d.eval), "eval", describe_spec(d.eval), self.report, **common)
-            self._corrupt = Corruptor(d.augment, self.sample_rate,
-                                      noise=load_recordings(d.augment.noise, "noise", self.report, self.sample_rate, common),
-                                      rirs=load_recordings(d.augment.reverb, "reverb", self.report, self.sample_rate, common))
+            noise, rirs = (load_recordings(getattr(d.augment, key), key, self.report, self.sample_rate, common,
+                                           where=f"data.augment.{key}") for key in ("noise", "reverb"))
+            self._corrupt = Corruptor(d.augment, self.sample_rate, noise=noise, rirs=rirs)
         self.tokenizer = tokenizer
         logger.info("data: %s", self.report.summary())
         if accelerator.is_main_process:

@@ -270,10 +270,10 @@ def _score_conditions(accelerator: Any, transcriber: Any, table: datasets.Datase
             "clean": {"wer": clean["wer"], "cer": clean["cer"], "wer_ci95": clean.get("wer_ci95")},
             "noise": corruption.noise.path if corruption.noise else None,
             "reverb": corruption.reverb.path if corruption.reverb else None,
-            "rt60": corruption.rt60 if corruption.reverb and corruption.reverb.path == "synthetic" else None,
+            "rt60": corruption.rt60 if corruption.synthetic_rooms else None,
             "seed": corruption.seed, "conditions": summary})
         if write_html and len(summary) > 1:
-            title = f"{Path(str(clean.get('model'))).name} on {clean.get('data')}\n{corruption.describe(0).replace(' at 0 dB SNR', '')}"
+            title = f"{Path(str(clean.get('model'))).name} on {clean.get('data')}\n{corruption.describe(None)}"
             plot_robustness(out / "robustness.png", clean["wer"], summary, title)
     return summary
 

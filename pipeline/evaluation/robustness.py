@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from pipeline.config import AugmentConfig, DataSpec
-from pipeline.data.noise import Corruptor, Recordings
+from pipeline.data.noise import SYNTHETIC, Corruptor, Recordings
 
 DEFAULT_SNRS = [20.0, 10.0, 5.0, 0.0]
 
@@ -40,10 +40,15 @@ class Corruption:
         room = "reverb_" if self.reverb is not None else ""
         return [(f"{room}snr{snr:g}", snr) for snr in self.snrs]
 
+    @property
+    def synthetic_rooms(self) -> bool:
+        return self.reverb is not None and self.reverb.path == SYNTHETIC
+
     def describe(self, snr: float | None) -> str:
-        parts = [f"noise {self.noise.path} at {snr:g} dB SNR"] if snr is not None and self.noise is not None else []
+        """What a condition does to the audio (`snr` None: the noise without its level, for titles)."""
+        parts = [f"noise {self.noise.path}" + (f" at {snr:g} dB SNR" if snr is not None else "")] if self.noise else []
         if self.reverb is not None:
-            parts.append(f"reverb {self.reverb.path}" + (f" (RT60 {self.rt60:g} s)" if self.reverb.path == "synthetic" else ""))
+            parts.append(f"reverb {self.reverb.path}" + (f" (RT60 {self.rt60:g} s)" if self.synthetic_rooms else ""))
         return ", ".join(parts)
 
 
@@ -114,7 +119,7 @@ def parse_corruption(args: Any) -> Corruption | None:
         return None
     if args.snr is not None and args.noise is None:
         raise RecipeError("--snr needs --noise")
-    if args.rt60 is not None and args.reverb != "synthetic":
+    if args.rt60 is not None and args.reverb != SYNTHETIC:
         raise RecipeError("--rt60 sets synthetic rooms: it needs --reverb synthetic")
     snrs = list(DEFAULT_SNRS)
     if args.snr is not None:

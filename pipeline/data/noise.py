@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 SYNTHETIC = "synthetic"
 DRR_DB = (0.0, 12.0)  # direct-to-reverberant energy ratio of synthetic rooms, drawn uniformly (dB)
 ONSET_SECONDS = 0.002  # synthetic rooms: first reflection after the direct path
+RIR_CACHE_BYTES = 256 * 2**20  # measured impulse responses kept in memory once read
 
 
 def _uniform(low: float, high: float) -> float:
@@ -50,6 +51,7 @@ class Recordings:
         self.rates = [int(r) for r in table["sample_rate"]]
         self.sample_rate = sample_rate
         self._whole: dict[int, np.ndarray] = {}
+        self._cached_bytes = 0
 
     def __len__(self) -> int:
         return len(self.audio)
@@ -68,14 +70,18 @@ class Recordings:
     def impulse_response(self) -> np.ndarray:
         """A random file whole, from its strongest sample on (the direct path: no delay), at unit energy."""
         i = _index(len(self))
-        if i not in self._whole:
-            h = read_audio(self.audio[i], self.sample_rate)[0]
-            h = h[int(np.argmax(np.abs(h))):].astype(np.float64)
-            energy = float(np.sum(h**2))
-            if energy <= 0:
-                raise DataError(f"{describe(self.audio[i])}: an impulse response of silence")
-            self._whole[i] = (h / math.sqrt(energy)).astype(np.float32)
-        return self._whole[i]
+        if i in self._whole:
+            return self._whole[i]
+        h = read_audio(self.audio[i], self.sample_rate)[0]
+        h = h[int(np.argmax(np.abs(h))):].astype(np.float64)
+        energy = float(np.sum(h**2))
+        if energy <= 0:
+            raise DataError(f"{describe(self.audio[i])}: an impulse response of silence")
+        h = (h / math.sqrt(energy)).astype(np.float32)
+        if self._cached_bytes + h.nbytes <= RIR_CACHE_BYTES:  # simulated sets hold tens of thousands: keep some
+            self._whole[i] = h
+            self._cached_bytes += h.nbytes
+        return h
 
 
 def _fast_length(n: int) -> int:

@@ -231,3 +231,20 @@ def test_an_unusable_noise_spec_is_an_error_naming_the_key(tmp_path: Path, tiny_
                                       f"data.train={tiny_corpus / 'train'}", "data.eval=null", f"data.augment.{key}={spec}"])
         with pytest.raises(DataError, match=rf"^data\.augment\.{key}: {spec}: .*{message}"):
             build_task(recipe).setup(Accelerator(cpu=True))
+
+
+def test_impulse_responses_kept_in_memory_stay_within_the_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pipeline.data.noise as noise
+
+    (tmp_path / "rirs").mkdir()
+    for k in range(4):
+        h = np.zeros(1000, dtype=np.float32)
+        h[10 * k], h[500] = 1.0, 0.5
+        sf.write(tmp_path / "rirs" / f"room{k}.wav", h, SR, subtype="FLOAT")
+    rooms = recordings(tmp_path / "rirs")
+    monkeypatch.setattr(noise, "RIR_CACHE_BYTES", 2 * 1000 * 4)  # two of the four (each ~1000 float32 samples)
+    torch.manual_seed(0)
+    seen = [rooms.impulse_response() for _ in range(40)]
+    assert all(np.sum(h.astype(np.float64) ** 2) == pytest.approx(1.0, rel=1e-5) and np.argmax(h) == 0 for h in seen)
+    assert len({h.size for h in seen}) == 4  # every room still served: 1000, 990, 980, 970 samples after the delay
+    assert len(rooms._whole) == 2 and rooms._cached_bytes <= noise.RIR_CACHE_BYTES

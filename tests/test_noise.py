@@ -185,6 +185,9 @@ def test_evaluate_script_scores_each_condition(trained_tiny_model: Path, tiny_co
         assert metrics["num_utterances"] == clean["num_utterances"] == 12 and metrics["wer"] == c["wer"]
         assert "reverb synthetic (RT60 0.3 s)" in metrics["condition"]
     assert (out / "robustness.png").stat().st_size > 1000
+    heard = [[json.loads(x)["hypothesis_raw"] for x in (out / name / "predictions.jsonl").read_text().splitlines()]
+             for name in (".", "reverb_snr0")]
+    assert heard[0] != heard[1]  # the model was given the corrupted audio, not the clean files
     printed = json.loads(proc.stdout.strip().splitlines()[-1])
     assert set(printed["robustness"]) == {"reverb_snr30", "reverb_snr0"}
 

@@ -22,7 +22,8 @@ import torchaudio.functional as AF
 from pipeline.config import AugmentConfig
 
 
-def _uniform(low: float, high: float) -> float:
+def uniform(low: float, high: float) -> float:
+    """A draw from U(low, high) off torch's global generator (saved in checkpoints: resume stays exact)."""
     return low + (high - low) * float(torch.rand(()))
 
 
@@ -49,9 +50,9 @@ def augment_input(x: np.ndarray, cfg: AugmentConfig, sample_rate: int, speech: t
     """
     if cfg.trim and speech is not None and float(torch.rand(())) < cfg.trim:
         x = trim_to_span(x, speech, standardized)
-    speed = _uniform(*cfg.speed) if cfg.speed else 1.0
-    warp = _uniform(1.0 - cfg.vtlp, 1.0 + cfg.vtlp) if cfg.vtlp else 1.0
-    tempo = _uniform(*cfg.tempo) if cfg.tempo else 1.0
+    speed = uniform(*cfg.speed) if cfg.speed else 1.0
+    warp = uniform(1.0 - cfg.vtlp, 1.0 + cfg.vtlp) if cfg.vtlp else 1.0
+    tempo = uniform(*cfg.tempo) if cfg.tempo else 1.0
     if speed == 1.0 and warp == 1.0 and tempo == 1.0:
         return x
     t = torch.from_numpy(np.ascontiguousarray(x))

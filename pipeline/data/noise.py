@@ -22,6 +22,7 @@ import torchaudio.functional as AF
 
 from pipeline.audio import describe, read_audio, read_frames, resample
 from pipeline.config import AugmentConfig, DataSpec
+from pipeline.data.augment import uniform
 from pipeline.data.prepare import SkipReport, prepare_split
 from pipeline.data.sources import describe_spec, load_spec
 from pipeline.errors import DataError
@@ -32,10 +33,6 @@ SYNTHETIC = "synthetic"
 DRR_DB = (0.0, 12.0)  # direct-to-reverberant energy ratio of synthetic rooms, drawn uniformly (dB)
 ONSET_SECONDS = 0.002  # synthetic rooms: first reflection after the direct path
 RIR_CACHE_BYTES = 256 * 2**20  # measured impulse responses kept in memory once read
-
-
-def _uniform(low: float, high: float) -> float:
-    return low + (high - low) * float(torch.rand(()))
 
 
 def _index(n: int) -> int:
@@ -154,7 +151,7 @@ class Corruptor:
             if self.rirs is not None:
                 h = torch.from_numpy(self.rirs.impulse_response())
             else:
-                h = torch.from_numpy(synthetic_rir(_uniform(*self.cfg.reverb_rt60), self.sample_rate, _uniform(*DRR_DB)))
+                h = torch.from_numpy(synthetic_rir(uniform(*self.cfg.reverb_rt60), self.sample_rate, uniform(*DRR_DB)))
             dry = float(x.pow(2).mean())
             x = reverberate(x, h)  # the same length: labels and speech spans still fit
             wet = float(x.pow(2).mean())
@@ -162,8 +159,8 @@ class Corruptor:
                 x = x * math.sqrt(dry / wet)  # the level of the dry utterance
         if noise:
             n = (self.noise.window(x.numel()) if self.noise is not None
-                 else colored_noise(x.numel(), _uniform(0.0, 2.0)))
-            snr = _uniform(*self.cfg.noise_snr)
+                 else colored_noise(x.numel(), uniform(0.0, 2.0)))
+            snr = uniform(*self.cfg.noise_snr)
             if float(np.mean(n.astype(np.float64) ** 2)) > 1e-12 and float(x.pow(2).mean()) > 0:
                 x = AF.add_noise(x[None], torch.from_numpy(n)[None], torch.tensor([snr]))[0]
         return x.numpy()

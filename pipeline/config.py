@@ -59,6 +59,9 @@ class AugmentConfig:
     reverb_prob: float = 0.5  # share of training utterances that get reverberation
 
 
+AUGMENTATIONS = ("speed", "vtlp", "tempo", "trim", "noise", "reverb")  # the keys that switch one on
+
+
 @dataclass
 class DataConfig:
     train: DataSpec | None = None
@@ -465,6 +468,12 @@ def validate(recipe: Recipe) -> None:
     if not 0 <= recipe.data.augment.trim <= 1 or recipe.data.augment.trim_db <= 0:
         raise RecipeError("data.augment.trim must be a probability in [0, 1] and data.augment.trim_db positive (dB)")
     a = recipe.data.augment
+    # what each task's training input can take (the vocoder's and the acoustic model's targets are the audio)
+    usable = {"asr": AUGMENTATIONS, "ssl": ("speed", "noise", "reverb")}.get(recipe.task, ())
+    for key in AUGMENTATIONS:
+        if getattr(a, key) and key not in usable:
+            raise RecipeError(f"data.augment.{key}: the {recipe.task} task does not augment its training audio"
+                              + (f" with it (it can: {', '.join(usable)})" if usable else ""))
     for key in ("noise_prob", "reverb_prob"):
         if not 0 <= getattr(a, key) <= 1:
             raise RecipeError(f"data.augment.{key}: must be a probability in [0, 1], got {getattr(a, key)}")

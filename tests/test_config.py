@@ -10,7 +10,8 @@ import pytest
 from pipeline.config import DataSpec, Recipe, load_recipe, parse_override, recipe_from_dict
 from pipeline.errors import RecipeError
 
-QUICKSTART = Path(__file__).resolve().parents[1] / "recipes" / "asr" / "conformer_quickstart.yaml"
+REPO = Path(__file__).resolve().parents[1]
+QUICKSTART = REPO / "recipes" / "asr" / "conformer_quickstart.yaml"
 MINIMAL = {"output_dir": "runs/x", "model": {"family": "wav2vec2", "config": {"hidden_size": 32}}}
 
 
@@ -223,6 +224,21 @@ def test_wrong_types_and_values_are_rejected(override: str, match: str) -> None:
     with pytest.raises(RecipeError) as exc:
         load_recipe(QUICKSTART, [override])
     assert match in one_line(exc)
+
+
+@pytest.mark.parametrize("recipe, override, match", [
+    ("tts/vocoder_quickstart.yaml", "data.augment.noise=synthetic", "data.augment.noise: the vocoder task does not augment"),
+    ("tts/quickstart.yaml", "data.augment.speed=[0.9,1.1]", "data.augment.speed: the acoustic task does not augment"),
+    ("ssl/quickstart.yaml", "data.augment.vtlp=0.1", "(it can: speed, noise, reverb)"),
+    ("ssl/quickstart.yaml", "data.augment.trim=0.5", "data.augment.trim: the ssl task"),
+])
+def test_an_augmentation_a_task_cannot_apply_is_named(recipe: str, override: str, match: str) -> None:
+    """A key the task would ignore is an error, not a silent no-op."""
+    with pytest.raises(RecipeError) as exc:
+        load_recipe(REPO / "recipes" / recipe, [override])
+    assert match in one_line(exc)
+    for ok in ("data.augment.speed=[0.9,1.1]", "data.augment.noise=synthetic", "data.augment.reverb=synthetic"):
+        load_recipe(REPO / "recipes" / "ssl" / "quickstart.yaml", [ok])
 
 
 def test_recipe_from_dict_does_not_mutate_and_round_trips() -> None:

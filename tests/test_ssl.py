@@ -112,6 +112,33 @@ def test_loss_decreases_when_overfitting(corpus: Path, tmp_path: Path, caplog: p
     assert "codebook collapse" in caplog.text
 
 
+def test_noise_rooms_and_speed_reach_the_pretraining_batches(corpus: Path, tmp_path: Path) -> None:
+    from accelerate import Accelerator
+
+    from pipeline.tasks.ssl import SSLTask
+
+    def batch(augment: dict, seed: int = 0) -> dict:
+        recipe = recipe_from_dict({"output_dir": str(tmp_path), "task": "ssl", "model": {"family": "wav2vec2", "config": TINY},
+                                   "data": {"train": {"path": str(corpus / "train"), "limit": 3}, "augment": augment}})
+        task = SSLTask(recipe)
+        task.setup(Accelerator(cpu=True))
+        torch.manual_seed(seed)
+        return task.collate([task.train_example(i) for i in range(3)])
+
+    clean = batch({})
+    lengths = clean["attention_mask"].sum(-1)
+    corrupt = {"noise": "synthetic", "noise_prob": 1.0, "reverb": "synthetic", "reverb_prob": 1.0}
+    noisy, again, other = batch(corrupt), batch(corrupt), batch(corrupt, seed=1)
+    assert torch.equal(noisy["attention_mask"], clean["attention_mask"])  # same lengths: corrupted, not cut
+    for i, n in enumerate(lengths.tolist()):
+        x, y = clean["input_values"][i, :n], noisy["input_values"][i, :n]
+        assert float((x - y).pow(2).mean()) > 0.01 * float(x.pow(2).mean())
+    assert torch.equal(noisy["input_values"], again["input_values"])  # a function of the generator's state
+    assert not torch.equal(noisy["input_values"], other["input_values"])
+    fast = batch({"speed": [1.5, 1.5]})["attention_mask"].sum(-1)
+    assert torch.allclose(fast.double(), lengths.double() / 1.5, rtol=0.01), (fast, lengths)
+
+
 def test_pretraining_logs_and_saves(pretrained: Path) -> None:
     log = [json.loads(line) for line in (pretrained / "train_log.jsonl").read_text().splitlines()]
     train = [r for r in log if "loss" in r]

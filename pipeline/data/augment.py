@@ -9,7 +9,8 @@ characters per second, 50% over 16) and the fastest held-out voice's median utte
 was, 30.2%, trading the fastest utterances' errors, 50 -> 41%, for the others'; [0.8, 1.4] was worse.)
 On log-mel inputs all three are applied to the cached features by interpolation, so
 no audio is decoded or transformed again; on waveforms, speed perturbation resamples the audio.
-Random draws use torch's global generator, whose state every checkpoint saves: resume stays exact.
+Random draws use torch's global generator, which the training loop seeds with each batch's identity while
+collating it: the same draws in any worker process and after a resume.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pipeline.config import AugmentConfig
 
 
 def uniform(low: float, high: float) -> float:
-    """A draw from U(low, high) off torch's global generator (saved in checkpoints: resume stays exact)."""
+    """A draw from U(low, high) off torch's global generator (seeded per batch by the loop: resume stays exact)."""
     return low + (high - low) * float(torch.rand(()))
 
 

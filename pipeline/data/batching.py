@@ -128,9 +128,15 @@ class DurationBatchSampler:
         return len(self.global_batches())
 
     def __iter__(self) -> Iterator[list[int]]:
+        for _, _, share in self.keyed():
+            yield share
+
+    def keyed(self) -> Iterator[tuple[int, int, list[int]]]:
+        """(epoch, the global batch's position in it, this process's share): which batch it is, the same in a
+        resumed run and in any worker process, so the batch's random draws can be keyed to it."""
         batches = self.global_batches()
-        for b in batches[self.start :]:
-            yield self.shard(b)
+        for position in range(self.start, len(batches)):
+            yield self.epoch, position, self.shard(batches[position])
 
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.epoch, "start": self.start}

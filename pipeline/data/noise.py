@@ -6,7 +6,8 @@ spec (a folder of audio files, a manifest, a Hub dataset), measured and filtered
 `synthetic` needs no data: coloured Gaussian noise (power spectrum 1/f^beta, beta drawn in [0, 2]: white
 to brown), and the statistical room model's impulse response, a direct path followed by Gaussian noise
 that decays exponentially (reverberation time drawn from `reverb_rt60`). Draws come from torch's global
-generator, which every checkpoint saves: a resumed run corrupts its batches exactly as before.
+generator, which the training loop seeds with each batch's identity while collating it: a batch is corrupted
+the same way in any worker process and in a resumed run.
 """
 
 from __future__ import annotations

@@ -13,6 +13,10 @@ temperature follows the optimizer step (`on_step_start`), so a resumed run conti
 Per-window metrics (contrastive and diversity loss, codevector perplexity, temperature, masked
 share) reach the training log through `step_metrics`; a codebook collapse is a warning.
 
+Augmentation: `data.augment.speed`, `noise` and `reverb` apply to the training waveforms as in ASR (pretraining
+on corrupted audio is one way to a representation that holds up in noise and rooms); the other keys work on
+log-mel features and are recipe errors here.
+
 The output directory is a `Wav2Vec2ForPreTraining` (or Conformer) checkpoint with its feature
 extractor: the ASR recipes take it as `model.name_or_path` (a new CTC head is created). Its config
 carries fine-tuning masking defaults (mask_time_prob 0.05), not the pretraining ones.
@@ -31,7 +35,9 @@ from accelerate import Accelerator
 
 from pipeline.audio import read_audio
 from pipeline.config import Recipe
+from pipeline.data.augment import augment_input
 from pipeline.data.batching import eval_batches, sorted_shards
+from pipeline.data.noise import Corruptor, load_recordings
 from pipeline.data.prepare import SkipReport, prepare_split
 from pipeline.data.sources import describe_spec, load_spec
 from pipeline.errors import DataError, RecipeError
@@ -92,6 +98,9 @@ class SSLTask(ModelHolder):
             if d.eval is not None:
                 self.eval = prepare_split(load_spec(d.eval, need_text=False), "eval", describe_spec(d.eval),
                                           self.report, **common)
+            noise, rirs = (load_recordings(getattr(d.augment, key), key, self.report, self.sample_rate, common,
+                                           where=f"data.augment.{key}") for key in ("noise", "reverb"))
+            self._corrupt = Corruptor(d.augment, self.sample_rate, noise=noise, rirs=rirs)
         logger.info("data: %s", self.report.summary())
         if accelerator.is_main_process:
             Path(r.output_dir).mkdir(parents=True, exist_ok=True)
@@ -123,18 +132,30 @@ class SSLTask(ModelHolder):
         lengths = self.model._get_feat_extract_output_lengths(torch.tensor(samples, dtype=torch.long))
         return [int(x) for x in lengths]
 
+    def _extract(self, audio: np.ndarray) -> np.ndarray:
+        key = self.feature_extractor.model_input_names[0]
+        return self.feature_extractor(audio, sampling_rate=self.sample_rate, return_tensors="np")[key][0].astype(np.float32)
+
     def _waveform(self, row: dict[str, Any], cache: bool = True) -> np.ndarray:
         index = row.get("index")
         cached = self._feature_cache.get(index) if cache and index is not None else None
         if cached is not None:
             return cached
-        audio = read_audio(row["audio"], self.sample_rate)[0]
-        key = self.feature_extractor.model_input_names[0]
-        x = self.feature_extractor(audio, sampling_rate=self.sample_rate, return_tensors="np")[key][0].astype(np.float32)
+        x = self._extract(read_audio(row["audio"], self.sample_rate)[0])
         if cache and index is not None and self._cache_bytes + x.nbytes <= self._cache_limit:
             self._feature_cache[index] = x
             self._cache_bytes += x.nbytes
         return x
+
+    def _train_input(self, row: dict[str, Any]) -> np.ndarray:
+        """A training utterance's model input: the cached clean one, or its reverberant / noisy audio's; then sped
+        up or slowed down (`data.augment.speed`) when the recipe says so."""
+        reverb, noise = self._corrupt.draw() if self._corrupt.active else (False, False)
+        if reverb or noise:
+            x = self._extract(self._corrupt(read_audio(row["audio"], self.sample_rate)[0], reverb, noise))
+        else:
+            x = self._waveform(row)
+        return augment_input(x, self.recipe.data.augment, self.sample_rate) if self.recipe.data.augment.speed else x
 
     def _batch(self, waves: list[np.ndarray], generators: list[torch.Generator] | None = None) -> dict[str, Any]:
         key = self.feature_extractor.model_input_names[0]
@@ -154,7 +175,7 @@ class SSLTask(ModelHolder):
         waves, seconds = [], 0.0
         for row in rows:
             try:
-                waves.append(self._waveform(row))
+                waves.append(self._train_input(row))
                 seconds += float(row.get("duration", 0.0))
             except DataError as exc:  # changed on disk since it was measured: skip, never crash mid-run
                 logger.warning("skipping an utterance during training: %s", exc)

@@ -15,9 +15,11 @@ import logging
 import math
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import (
@@ -71,16 +73,46 @@ def make_accelerator(recipe: Recipe) -> Accelerator:
     return acc
 
 
-class _Rows(torch.utils.data.Dataset):
+BatchKey = tuple[int, int, list[int]]  # (epoch, position of the global batch in it, this process's rows)
+
+
+class _Batches(torch.utils.data.Dataset):
+    """Items are whole batches, fetched by their key, so that collation knows which batch it collates."""
+
     def __init__(self, task: Task) -> None:
         self.task = task
-        self.n = len(task.train_durations())
+
+    def __getitem__(self, key: BatchKey) -> tuple[BatchKey, list[dict[str, Any]]]:
+        return key, [self.task.train_example(i) for i in key[2]]
+
+
+class _BatchKeys(torch.utils.data.Sampler):
+    def __init__(self, sampler: DurationBatchSampler) -> None:
+        self.sampler = sampler
+
+    def __iter__(self) -> Iterator[BatchKey]:
+        return self.sampler.keyed()
 
     def __len__(self) -> int:
-        return self.n
+        return len(self.sampler) - self.sampler.start
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        return self.task.train_example(i)
+
+class _SeededCollate:
+    """Collates a batch with torch's CPU generator seeded by the batch's key and the process rank, then restores
+    the generator. What collation draws (speed, noise, rooms, masks) thus depends on which batch it is, not on
+    which process collates it or what that process collated before: the same with any `train.num_workers`, and
+    after a resume. What the training step draws (dropout, the vocoder's noise) stays on the training process's
+    global generator, which checkpoints save."""
+
+    def __init__(self, task: Task, seed: int, rank: int) -> None:
+        self.task, self.seed, self.rank = task, seed, rank
+
+    def __call__(self, item: tuple[BatchKey, list[dict[str, Any]]]) -> dict[str, Any] | None:
+        (epoch, position, _), rows = item
+        entropy = [self.seed % 2**63, epoch, position, self.rank]
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0]))
+            return self.task.collate(rows)
 
 
 class Trainer:
@@ -175,7 +207,8 @@ class Trainer:
 
         # Neither the loader's worker seed (drawn at each iter()) nor the filler batch (masking draws random
         # numbers) may consume the global RNG: a resumed run must continue exactly the checkpointed stream.
-        loader = DataLoader(_Rows(task), batch_sampler=sampler, collate_fn=task.collate, num_workers=t.num_workers,
+        loader = DataLoader(_Batches(task), batch_size=None, sampler=_BatchKeys(sampler),
+                            collate_fn=_SeededCollate(task, recipe.seed, acc.process_index), num_workers=t.num_workers,
                             persistent_workers=False, generator=torch.Generator().manual_seed(recipe.seed))
         with torch.random.fork_rng(devices=[]):
             filler = task.collate([task.train_example(min(range(len(sampler.durations)), key=sampler.durations.__getitem__))])

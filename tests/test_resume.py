@@ -49,10 +49,12 @@ def loss_steps(log: list[dict]) -> list[tuple[int, float, float]]:
 
 # AdamW with noise and rooms, the interrupted run collating in two worker processes: what a batch draws
 # depends on which batch it is, not on the process that collates it. Muon on the Conformer's convolution
-# kernels too (flattened): its momentum buffers must survive the checkpoint.
+# kernels too (flattened): its momentum buffers must survive the checkpoint; the interrupted run recomputes
+# its layers' activations in the backward pass (dropout on): gradient checkpointing changes no number.
 @pytest.mark.parametrize(("setting", "interrupted"), [
     ("adamw data.augment.noise=synthetic data.augment.reverb=synthetic", ["train.num_workers=2"]),
-    ("muon train.muon_convolutions=true", []),
+    ("muon train.muon_convolutions=true model.config.encoder_config.num_hidden_layers=2",
+     ["train.gradient_checkpointing=true"]),
 ])
 def test_killed_and_resumed_run_equals_uninterrupted_run(setting: str, interrupted: list[str], tiny_corpus: Path,
                                                          tiny_recipe_overrides, run_script, tmp_path: Path) -> None:
@@ -92,6 +94,8 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(setting: str, interrupt
     b2 = run_script("train.py", *common, *interrupted, f"output_dir={b}", "train.resume=true")
     assert b2.returncode == 0, b2.stderr[-3000:]
     assert "resumed from" in b2.stderr and "step-00000004" in b2.stderr
+    if "train.gradient_checkpointing=true" in interrupted:
+        assert "train.gradient_checkpointing: 2 layers recompute" in b1.stderr + b2.stderr
 
     wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
     assert wa.keys() == wb.keys() and wa

@@ -31,6 +31,7 @@ from accelerate.utils import (
 )
 from torch.utils.data import DataLoader
 from transformers import get_scheduler
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 from pipeline.config import Recipe, dump_recipe
 from pipeline.data.batching import DurationBatchSampler
@@ -115,6 +116,38 @@ class _SeededCollate:
             return self.task.collate(rows)
 
 
+class _KeepNormStatistics:
+    """Entered while a checkpointed layer recomputes its forward: BatchNorm running statistics come out as they went
+    in. The forward already updated them with this batch; the recomputation would do it a second time (Conformer
+    convolution modules have BatchNorm), and a checkpointed run would not train the model an ordinary run does."""
+
+    def __init__(self, norms: list[torch.nn.modules.batchnorm._BatchNorm]) -> None:
+        self.norms = norms
+        self.saved: list[list[torch.Tensor]] = []
+
+    def __enter__(self) -> None:
+        self.saved = [[b.clone() for b in (m.running_mean, m.running_var, m.num_batches_tracked)] for m in self.norms]
+
+    def __exit__(self, *exc: object) -> None:
+        with torch.no_grad():
+            for m, saved in zip(self.norms, self.saved, strict=True):
+                for buffer, value in zip((m.running_mean, m.running_var, m.num_batches_tracked), saved, strict=True):
+                    buffer.copy_(value)
+
+
+def enable_gradient_checkpointing(model: torch.nn.Module) -> int:
+    """Switch on transformers' gradient checkpointing (non-reentrant `torch.utils.checkpoint`, which replays the
+    random state, so dropout masks match the forward's); returns how many layers recompute. The arithmetic is an
+    ordinary run's: the same weights, BatchNorm statistics included, step for step."""
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        raise RecipeError(f"train.gradient_checkpointing: {type(model).__name__} does not support it")
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+             and m.track_running_stats and m.running_mean is not None]
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={
+        "use_reentrant": False, "context_fn": lambda: (contextlib.nullcontext(), _KeepNormStatistics(norms))})
+    return sum(1 for m in model.modules() if isinstance(m, GradientCheckpointingLayer) and m.gradient_checkpointing)
+
+
 class Trainer:
     def __init__(self, recipe: Recipe, task: Task, accelerator: Accelerator) -> None:
         self.recipe = recipe
@@ -169,6 +202,10 @@ class Trainer:
         acc.wait_for_everyone()
         set_seed(recipe.seed)
 
+        if t.gradient_checkpointing:
+            n = enable_gradient_checkpointing(task.model)
+            logger.info("train.gradient_checkpointing: %d layer%s recompute their activations in the backward pass",
+                        n, "" if n == 1 else "s")
         # Measured on CPUs only (oneDNN kernels): GPU runs keep transformers' forwards until measured there.
         model = speed_up(task.model) if t.fast_forward and acc.device.type == "cpu" else task.model
         ckpt = latest_checkpoint(self.out) if t.resume else None  # the one this run resumes from

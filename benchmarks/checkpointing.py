@@ -33,7 +33,8 @@ def _arm(a: argparse.Namespace) -> dict[str, float]:
     from pipeline.config import load_recipe
     from pipeline.models.fast_forward import speed_up
     from pipeline.tasks import build_task
-    from pipeline.training.loop import enable_gradient_checkpointing, make_accelerator
+    from pipeline.training.activation_checkpointing import enable_gradient_checkpointing
+    from pipeline.training.loop import make_accelerator
 
     torch.set_num_threads(a.threads)
     recipe = load_recipe(a.recipe, ["output_dir=runs/bench_checkpointing", *a.set])

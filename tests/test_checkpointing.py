@@ -18,7 +18,7 @@ from pipeline.config import load_recipe
 from pipeline.errors import RecipeError
 from pipeline.models.fast_forward import speed_up
 from pipeline.tasks import build_task
-from pipeline.training.loop import enable_gradient_checkpointing
+from pipeline.training.activation_checkpointing import enable_gradient_checkpointing
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread_module")

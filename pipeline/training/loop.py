@@ -15,11 +15,9 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import (
@@ -29,9 +27,7 @@ from accelerate.utils import (
     broadcast_object_list,
     set_seed,
 )
-from torch.utils.data import DataLoader
 from transformers import get_scheduler
-from transformers.modeling_layers import GradientCheckpointingLayer
 
 from pipeline.config import Recipe, dump_recipe
 from pipeline.data.batching import DurationBatchSampler
@@ -40,6 +36,7 @@ from pipeline.io import write_json, write_text
 from pipeline.machine import machine_info
 from pipeline.models.fast_forward import speed_up
 from pipeline.tasks.base import Task
+from pipeline.training.activation_checkpointing import enable_gradient_checkpointing
 from pipeline.training.allocator import keep_freed_memory
 from pipeline.training.checkpoint import (
     STATE_FILE,
@@ -49,6 +46,7 @@ from pipeline.training.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from pipeline.training.loader import batch_loader
 from pipeline.training.optimizers import build_optimizer, choose_optimizer
 from pipeline.training.plots import plot_history
 
@@ -72,80 +70,6 @@ def make_accelerator(recipe: Recipe) -> Accelerator:
         raise RecipeError(f"train.optimizer=muon needs whole weight matrices on every process, not shards "
                           f"({acc.distributed_type.value}): use adamw, or one process / DDP")
     return acc
-
-
-BatchKey = tuple[int, int, list[int]]  # (epoch, position of the global batch in it, this process's rows)
-
-
-class _Batches(torch.utils.data.Dataset):
-    """Items are whole batches, fetched by their key, so that collation knows which batch it collates."""
-
-    def __init__(self, task: Task) -> None:
-        self.task = task
-
-    def __getitem__(self, key: BatchKey) -> tuple[BatchKey, list[dict[str, Any]]]:
-        return key, [self.task.train_example(i) for i in key[2]]
-
-
-class _BatchKeys(torch.utils.data.Sampler):
-    def __init__(self, sampler: DurationBatchSampler) -> None:
-        self.sampler = sampler
-
-    def __iter__(self) -> Iterator[BatchKey]:
-        return self.sampler.keyed()
-
-    def __len__(self) -> int:
-        return len(self.sampler) - self.sampler.start
-
-
-class _SeededCollate:
-    """Collates a batch with torch's CPU generator seeded by the batch's key and the process rank, then restores
-    the generator. What collation draws (speed, noise, rooms, masks) thus depends on which batch it is, not on
-    which process collates it or what that process collated before: the same with any `train.num_workers`, and
-    after a resume. What the training step draws (dropout, the vocoder's noise) stays on the training process's
-    global generator, which checkpoints save."""
-
-    def __init__(self, task: Task, seed: int, rank: int) -> None:
-        self.task, self.seed, self.rank = task, seed, rank
-
-    def __call__(self, item: tuple[BatchKey, list[dict[str, Any]]]) -> dict[str, Any] | None:
-        (epoch, position, _), rows = item
-        entropy = [self.seed % 2**63, epoch, position, self.rank]
-        with torch.random.fork_rng(devices=[]):
-            torch.default_generator.manual_seed(int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0]))
-            return self.task.collate(rows)
-
-
-class _KeepNormStatistics:
-    """Entered while a checkpointed layer recomputes its forward: BatchNorm running statistics come out as they went
-    in. The forward already updated them with this batch; the recomputation would do it a second time (Conformer
-    convolution modules have BatchNorm), and a checkpointed run would not train the model an ordinary run does."""
-
-    def __init__(self, norms: list[torch.nn.modules.batchnorm._BatchNorm]) -> None:
-        self.norms = norms
-        self.saved: list[list[torch.Tensor]] = []
-
-    def __enter__(self) -> None:
-        self.saved = [[b.clone() for b in (m.running_mean, m.running_var, m.num_batches_tracked)] for m in self.norms]
-
-    def __exit__(self, *exc: object) -> None:
-        with torch.no_grad():
-            for m, saved in zip(self.norms, self.saved, strict=True):
-                for buffer, value in zip((m.running_mean, m.running_var, m.num_batches_tracked), saved, strict=True):
-                    buffer.copy_(value)
-
-
-def enable_gradient_checkpointing(model: torch.nn.Module) -> int:
-    """Switch on transformers' gradient checkpointing (non-reentrant `torch.utils.checkpoint`, which replays the
-    random state, so dropout masks match the forward's); returns how many layers recompute. The arithmetic is an
-    ordinary run's: the same weights, BatchNorm statistics included, step for step."""
-    if not getattr(model, "supports_gradient_checkpointing", False):
-        raise RecipeError(f"train.gradient_checkpointing: {type(model).__name__} does not support it")
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
-             and m.track_running_stats and m.running_mean is not None]
-    model.activation_checkpointing_enable(activation_checkpointing_kwargs={
-        "use_reentrant": False, "context_fn": lambda: (contextlib.nullcontext(), _KeepNormStatistics(norms))})
-    return sum(1 for m in model.modules() if isinstance(m, GradientCheckpointingLayer) and m.gradient_checkpointing)
 
 
 class Trainer:
@@ -242,11 +166,8 @@ class Trainer:
         if acc.is_main_process:
             acc.init_trackers("train", config={"task": recipe.task, "lr": t.learning_rate, "batch_seconds": t.batch_seconds})
 
-        # Neither the loader's worker seed (drawn at each iter()) nor the filler batch (masking draws random
-        # numbers) may consume the global RNG: a resumed run must continue exactly the checkpointed stream.
-        loader = DataLoader(_Batches(task), batch_size=None, sampler=_BatchKeys(sampler),
-                            collate_fn=_SeededCollate(task, recipe.seed, acc.process_index), num_workers=t.num_workers,
-                            persistent_workers=False, generator=torch.Generator().manual_seed(recipe.seed))
+        loader = batch_loader(task, sampler, recipe.seed, acc.process_index, t.num_workers)
+        # the filler batch (masking draws random numbers) must not consume the global RNG either
         with torch.random.fork_rng(devices=[]):
             filler = task.collate([task.train_example(min(range(len(sampler.durations)), key=sampler.durations.__getitem__))])
 

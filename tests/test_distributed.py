@@ -379,14 +379,15 @@ def parakeet_reference(work: Path, env: dict[str, str], corpus: dict[str, Path])
 @pytest.fixture(scope="module")
 def uneven_run(work: Path, env: dict[str, str], corpus: dict[str, Path], probe_script: Path) -> Path:
     """2 processes, one epoch, tiny per-process budget (1.5 s): most global batches hold a single
-    utterance, so one process gets an empty shard; accumulation 2 exercises no_sync with the filler.
-    The learning rate is tiny so the saved model stays near its (non-blank-emitting) initialisation,
+    utterance, so one process gets an empty shard; accumulation 2 exercises no_sync with the filler, and the
+    layers recompute their activations in the backward pass under DDP (gradient checkpointing). The learning rate is tiny so the saved model stays near its (non-blank-emitting) initialisation,
     which gives the evaluation test below non-empty, varied hypotheses to compare."""
     out = work / "uneven-run"
     overrides = [*TINY_PARAKEET, f"data.train={corpus['uneven']}", f"data.eval={corpus['test']}", "train.epochs=1",
                  "train.max_steps=null", "train.batch_seconds=1.5", "train.gradient_accumulation=2",
-                 "train.learning_rate=1e-6", *COMMON]
+                 "train.learning_rate=1e-6", "train.gradient_checkpointing=true", *COMMON]
     run(train_cmd(2, QUICKSTART, out, overrides, script=probe_script), env, work / "uneven-run.log")
+    assert "train.gradient_checkpointing: 2 layers recompute" in (work / "uneven-run.log").read_text()
     return out
 
 

@@ -139,6 +139,34 @@ def test_noise_rooms_and_speed_reach_the_pretraining_batches(corpus: Path, tmp_p
     assert torch.allclose(fast.double(), lengths.double() / 1.5, rtol=0.01), (fast, lengths)
 
 
+def test_gradient_checkpointing_changes_no_gradient(corpus: Path, tmp_path: Path) -> None:
+    """The quantizer's Gumbel noise and the masks are drawn inside the forward: the recomputation replays them."""
+    from accelerate import Accelerator
+
+    from pipeline.tasks.ssl import SSLTask
+    from pipeline.training.activation_checkpointing import enable_gradient_checkpointing
+
+    recipe = recipe_from_dict({"output_dir": str(tmp_path), "task": "ssl", "data": {"train": {"path": str(corpus / "train"), "limit": 3}},
+                               "model": {"family": "wav2vec2", "config": {**TINY, "hidden_dropout": 0.1}},
+                               "ssl": {"num_negatives": 10, "mask_time_length": 5}})
+    task = SSLTask(recipe)
+    task.setup(Accelerator(cpu=True))
+    batch = task.collate([task.train_example(i) for i in range(3)])
+    model = task.model.train()
+
+    def gradients() -> dict[str, torch.Tensor]:
+        torch.manual_seed(7)
+        model.zero_grad()
+        task.loss(model, batch)[0].backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    plain = gradients()
+    assert enable_gradient_checkpointing(model) > 0
+    checkpointed = gradients()
+    assert plain.keys() == checkpointed.keys() and plain
+    assert not [n for n in plain if not torch.equal(plain[n], checkpointed[n])]
+
+
 def test_pretraining_logs_and_saves(pretrained: Path) -> None:
     log = [json.loads(line) for line in (pretrained / "train_log.jsonl").read_text().splitlines()]
     train = [r for r in log if "loss" in r]

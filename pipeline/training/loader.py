@@ -38,7 +38,7 @@ class _BatchKeys(torch.utils.data.Sampler):
         return self.sampler.keyed()
 
     def __len__(self) -> int:
-        return len(self.sampler) - self.sampler.start
+        return max(0, len(self.sampler) - self.sampler.start)
 
 
 class _SeededCollate:

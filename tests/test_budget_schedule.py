@@ -45,15 +45,15 @@ def test_follow_budget_jumps_ahead_only_when_time_leads() -> None:
 
 def test_capped_run_ends_its_schedule_by_the_deadline(tiny_corpus: Path, tiny_recipe_overrides, run_script,
                                                        tmp_path: Path) -> None:
-    """A run planned for far more steps than 0.1 min allows stops on time with a decayed learning rate."""
+    """A run planned for far more steps than 0.05 min allows stops on time with a decayed learning rate."""
     out = tmp_path / "capped"
     common = [str(QUICKSTART), *tiny_recipe_overrides("parakeet"), f"data.train={tiny_corpus / 'train'}",
               "data.eval=null", "train.max_steps=100000", "train.lr_schedule=cosine", "train.learning_rate=1e-3",
               "train.warmup_ratio=0.0", "train.log_every=1", "train.save_every=100000", "train.batch_seconds=6"]
-    proc = run_script("train.py", *common, f"output_dir={out}", "train.max_minutes=0.1")
+    proc = run_script("train.py", *common, f"output_dir={out}", "train.max_minutes=0.05")
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((out / "train_results.json").read_text())
-    assert results["stop_reason"] == "max_minutes (0.1)"
+    assert results["stop_reason"] == "max_minutes (0.05)"
     log = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines() if x.strip()]
     lrs = [r["lr"] for r in log if "lr" in r]
     assert len(lrs) == results["steps"] >= 3
@@ -61,15 +61,15 @@ def test_capped_run_ends_its_schedule_by_the_deadline(tiny_corpus: Path, tiny_re
     assert all(b <= a for a, b in zip(lrs, lrs[1:], strict=False))  # cosine without warm-up only goes down
 
     # The cap is the whole run's: resuming a run that spent it trains no further step.
-    proc = run_script("train.py", *common, f"output_dir={out}", "train.max_minutes=0.1", "train.resume=true")
+    proc = run_script("train.py", *common, f"output_dir={out}", "train.max_minutes=0.05", "train.resume=true")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "nothing left to train" in proc.stderr
     again = json.loads((out / "train_results.json").read_text())
-    assert again["steps"] == results["steps"] and again["stop_reason"] == "max_minutes (0.1)"
+    assert again["steps"] == results["steps"] and again["stop_reason"] == "max_minutes (0.05)"
 
     # Off: the same cap cuts the schedule near its start, at almost the peak learning rate.
     off = tmp_path / "off"
-    proc = run_script("train.py", *common, f"output_dir={off}", "train.max_minutes=0.1",
+    proc = run_script("train.py", *common, f"output_dir={off}", "train.max_minutes=0.05",
                       "train.schedule_follows_budget=false")
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = [json.loads(x) for x in (off / "train_log.jsonl").read_text().splitlines() if x.strip()]

@@ -166,6 +166,21 @@ class Corruptor:
                 x = AF.add_noise(x[None], torch.from_numpy(n)[None], torch.tensor([snr]))[0]
         return x.numpy()
 
+    def maybe(self, audio: Any) -> tuple[np.ndarray, np.ndarray] | None:
+        """A training utterance's draw: None when it stays clean (its cached input serves), else its audio read
+        again at the model's rate, clean and corrupted."""
+        reverb, noise = self.draw() if self.active else (False, False)
+        if not (reverb or noise):
+            return None
+        clean = read_audio(audio, self.sample_rate)[0]
+        return clean, self(clean, reverb, noise)
+
+
+def training_corruptor(cfg: AugmentConfig, sample_rate: int, report: SkipReport, settings: dict[str, Any]) -> Corruptor:
+    """The corruptor of a training recipe's `data.augment.noise` / `reverb`, their recordings measured once."""
+    noise, rirs = (load_recordings(getattr(cfg, key), key, report, sample_rate, settings, where=f"data.augment.{key}")
+                   for key in ("noise", "reverb"))
+    return Corruptor(cfg, sample_rate, noise=noise, rirs=rirs)
 
 
 def load_recordings(spec: DataSpec | None, split: str, report: SkipReport, sample_rate: int,

@@ -225,19 +225,24 @@ def evaluate_model(
     metrics.update(model=str(model_dir), data=describe_spec(data), skipped_rows=report.count(), decoding=decoding)
     is_main = accelerator is None or accelerator.is_main_process
     if is_main:
-        out = Path(output)
-        out.mkdir(parents=True, exist_ok=True)
-        write_jsonl(out / "predictions.jsonl", rows)
-        write_json(out / "metrics.json", metrics)
-        report.write(out / "data_report.json")
-        if write_html:
-            from pipeline.evaluation.report import write_report
-
-            write_report(out, metrics, rows, group_column=group_by or "speaker")
+        _write_scores(Path(output), metrics, rows, group_by, write_html)
+        report.write(Path(output) / "data_report.json")
     if corruption is not None:
         metrics["robustness"] = _score_conditions(accelerator, transcriber, table, corruption, sample_rate, noise, rirs,
                                                   metrics, Path(output), normalizer, group_by, write_html)
     return metrics
+
+
+def _write_scores(out: Path, metrics: dict[str, Any], rows: list[dict[str, Any]], group_by: str | None,
+                  write_html: bool) -> None:
+    """`out/predictions.jsonl`, `out/metrics.json` and (`write_html`) `out/report.html`."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_jsonl(out / "predictions.jsonl", rows)
+    write_json(out / "metrics.json", metrics)
+    if write_html:
+        from pipeline.evaluation.report import write_report
+
+        write_report(out, metrics, rows, group_column=group_by or "speaker")
 
 
 def _score_conditions(accelerator: Any, transcriber: Any, table: datasets.Dataset, corruption: Corruption,
@@ -259,12 +264,7 @@ def _score_conditions(accelerator: Any, transcriber: Any, table: datasets.Datase
         summary.append({"condition": name, "snr": snr, "reverb": corruption.reverb is not None, "wer": metrics["wer"],
                         "cer": metrics["cer"], "wer_ci95": metrics.get("wer_ci95")})
         if is_main:
-            write_jsonl(out / name / "predictions.jsonl", rows)
-            write_json(out / name / "metrics.json", metrics)
-            if write_html:
-                from pipeline.evaluation.report import write_report
-
-                write_report(out / name, metrics, rows, group_column=group_by or "speaker")
+            _write_scores(out / name, metrics, rows, group_by, write_html)
     if is_main:
         write_json(out / "robustness.json", {
             "clean": {"wer": clean["wer"], "cer": clean["cer"], "wer_ci95": clean.get("wer_ci95")},

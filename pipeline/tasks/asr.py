@@ -13,7 +13,7 @@ from accelerate import Accelerator
 from pipeline.audio import read_audio, speech_span
 from pipeline.config import Recipe
 from pipeline.data.augment import augment_input
-from pipeline.data.noise import Corruptor, load_recordings
+from pipeline.data.noise import training_corruptor
 from pipeline.data.prepare import SkipReport, prepare_split
 from pipeline.data.sources import describe_spec, load_spec
 from pipeline.data.text import build_vocab, get_normalizer
@@ -117,9 +117,7 @@ class ASRTask(ModelHolder):
             self.eval = None
             if d.eval is not None:
                 self.eval = prepare_split(load_spec(d.eval), "eval", describe_spec(d.eval), self.report, **common)
-            noise, rirs = (load_recordings(getattr(d.augment, key), key, self.report, self.sample_rate, common,
-                                           where=f"data.augment.{key}") for key in ("noise", "reverb"))
-            self._corrupt = Corruptor(d.augment, self.sample_rate, noise=noise, rirs=rirs)
+            self._corrupt = training_corruptor(d.augment, self.sample_rate, self.report, common)
         self.tokenizer = tokenizer
         logger.info("data: %s", self.report.summary())
         if accelerator.is_main_process:
@@ -170,11 +168,11 @@ class ASRTask(ModelHolder):
 
     def _input(self, row: dict[str, Any]) -> np.ndarray:
         """One training utterance's model input: cached clean features, or features of its reverberant / noisy audio."""
-        reverb, noise = self._corrupt.draw() if self._corrupt.active else (False, False)
-        if not (reverb or noise):
+        drawn = self._corrupt.maybe(row["audio"])
+        if drawn is None:
             return self._features(row)
-        clean = read_audio(row["audio"], self.sample_rate)[0]
-        feats, valid = utterance_features(self.feature_extractor, self._corrupt(clean, reverb, noise))
+        clean, corrupted = drawn
+        feats, valid = utterance_features(self.feature_extractor, corrupted)
         feats = feats[:valid].astype(np.float32, copy=False)
         index = row.get("index")
         if self._augment.trim and index is not None and index not in self._speech:

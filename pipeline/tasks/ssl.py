@@ -37,7 +37,7 @@ from pipeline.audio import read_audio
 from pipeline.config import Recipe
 from pipeline.data.augment import augment_input
 from pipeline.data.batching import eval_batches, sorted_shards
-from pipeline.data.noise import Corruptor, load_recordings
+from pipeline.data.noise import training_corruptor
 from pipeline.data.prepare import SkipReport, prepare_split
 from pipeline.data.sources import describe_spec, load_spec
 from pipeline.errors import DataError, RecipeError
@@ -98,9 +98,7 @@ class SSLTask(ModelHolder):
             if d.eval is not None:
                 self.eval = prepare_split(load_spec(d.eval, need_text=False), "eval", describe_spec(d.eval),
                                           self.report, **common)
-            noise, rirs = (load_recordings(getattr(d.augment, key), key, self.report, self.sample_rate, common,
-                                           where=f"data.augment.{key}") for key in ("noise", "reverb"))
-            self._corrupt = Corruptor(d.augment, self.sample_rate, noise=noise, rirs=rirs)
+            self._corrupt = training_corruptor(d.augment, self.sample_rate, self.report, common)
         logger.info("data: %s", self.report.summary())
         if accelerator.is_main_process:
             Path(r.output_dir).mkdir(parents=True, exist_ok=True)
@@ -150,11 +148,8 @@ class SSLTask(ModelHolder):
     def _train_input(self, row: dict[str, Any]) -> np.ndarray:
         """A training utterance's model input: the cached clean one, or its reverberant / noisy audio's; then sped
         up or slowed down (`data.augment.speed`) when the recipe says so."""
-        reverb, noise = self._corrupt.draw() if self._corrupt.active else (False, False)
-        if reverb or noise:
-            x = self._extract(self._corrupt(read_audio(row["audio"], self.sample_rate)[0], reverb, noise))
-        else:
-            x = self._waveform(row)
+        drawn = self._corrupt.maybe(row["audio"])
+        x = self._waveform(row) if drawn is None else self._extract(drawn[1])
         return augment_input(x, self.recipe.data.augment, self.sample_rate) if self.recipe.data.augment.speed else x
 
     def _batch(self, waves: list[np.ndarray], generators: list[torch.Generator] | None = None) -> dict[str, Any]:

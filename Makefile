@@ -23,7 +23,8 @@ demo: $(STAMP)
 	$(PY) -m pipeline.demo $(DEMO_ARGS)
 
 # Most tests run scripts in one-thread subprocesses: one pytest worker per core (pytest-xdist) keeps every core
-# busy (on 2 AVX2 cores: 9.4 instead of ~14 minutes). `make test TEST_ARGS="-n 0"` runs them one at a time.
+# busy (on 2 AVX2 cores: 9.4 instead of ~14 minutes; 6.5 since scripts fork from a server with torch imported,
+# tests/_script_runner.py). `make test TEST_ARGS="-n 0"` runs them one at a time.
 test: $(STAMP)
 	$(PY) -m pytest -q -n auto $(TEST_ARGS)
 

@@ -19,7 +19,9 @@ Everything here is offline and small enough for a 2-core machine. Reuse them in 
 ``run_script`` (session) -> ``callable(script, *args, timeout=300, env=None) -> CompletedProcess``
     Runs ``scripts/<script>`` with ``sys.executable`` from the repository root (``OMP_NUM_THREADS=1``,
     plus ``env``) and captures text stdout/stderr (never raises on a non-zero exit code; check
-    ``.returncode`` yourself).
+    ``.returncode`` yourself). Each run is a process of its own, forked from a server that has imported
+    torch, transformers and datasets already (tests/_script_runner.py; ``SPEECH_PIPELINE_TEST_FORK=0``
+    or an ``env`` that changes the environment starts a fresh interpreter instead).
 
 ``trained_tiny_model`` (session) -> ``Path``
     The output directory of one real ``scripts/train.py`` run (subprocess) of the quickstart recipe
@@ -51,11 +53,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import _script_runner
 import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -164,11 +166,19 @@ def local_wav2vec2(text: str, num_hidden_layers: int = 0, do_normalize: bool = F
 
 def run_script_impl(script: str, *args: str, timeout: float = 300, env: dict[str, str] | None = None,
                     ) -> subprocess.CompletedProcess[str]:
-    full_env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.run(
-        [sys.executable, str(REPO / "scripts" / script), *map(str, args)],
-        cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout, check=False,
-    )
+    """`python scripts/SCRIPT ARGS` in its own process, output captured (in a child of a fork server that has
+    torch imported already, where the environment allows: tests/_script_runner.py)."""
+    return run_python([REPO / "scripts" / script, *args], timeout=timeout, env=env)
+
+
+def run_python(argv: list[Any], timeout: float = 300, env: dict[str, str] | None = None,
+               ) -> subprocess.CompletedProcess[str]:
+    """`python ARGV` (a script and its arguments, or `-c CODE ARGS`) as `run_script` runs scripts."""
+    return _script_runner.run(list(map(str, argv)), REPO, _script_env(env), timeout)
+
+
+def _script_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **(extra or {})}
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -176,7 +186,9 @@ def _session_env(tmp_path_factory: pytest.TempPathFactory):
     cache = tmp_path_factory.mktemp("speech_pipeline_cache")
     old = os.environ.get("SPEECH_PIPELINE_CACHE")
     os.environ["SPEECH_PIPELINE_CACHE"] = str(cache)
+    _script_runner.start(_script_env(), REPO)
     yield cache
+    _script_runner.stop()
     if old is None:
         os.environ.pop("SPEECH_PIPELINE_CACHE", None)
     else:

@@ -33,7 +33,7 @@ import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
-from conftest import lone_pass_texts, parakeet_tokenizer  # noqa: E402
+from conftest import lone_pass_texts, parakeet_tokenizer, run_python  # noqa: E402
 
 from pipeline.config import ModelConfig, load_recipe  # noqa: E402
 from pipeline.data.text import build_vocab, get_normalizer  # noqa: E402
@@ -80,9 +80,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
 
 
 def run_script(script: str, *args: str, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    full_env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **env}
-    return subprocess.run([sys.executable, str(REPO / "scripts" / script), *map(str, args)], cwd=REPO, env=full_env,
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    return run_python([REPO / "scripts" / script, *args], timeout=timeout, env=env)
 
 
 def evaluate_script(*args: str) -> None:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_python
 from transformers import Wav2Vec2Config, Wav2Vec2ForCTC, get_scheduler
 
 from pipeline.config import TrainConfig
@@ -350,9 +349,8 @@ def test_auto_is_recorded_and_a_resume_keeps_the_checkpoints_optimizer(tiny_corp
               "train.eval_every=1000", "train.batch_seconds=6", "eval.max_utterances=2"]
 
     def train(machine: str, out: Path, *more: str) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([sys.executable, "-c", ON_MACHINE, machine, str(REPO / "scripts" / "train.py"), *common,
-                               f"output_dir={out}", *more], cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"},
-                              capture_output=True, text=True, timeout=300, check=False)
+        proc = run_python(["-c", ON_MACHINE, machine, REPO / "scripts" / "train.py", *common, f"output_dir={out}",
+                           *more])
         assert proc.returncode == 0, proc.stderr[-3000:]
         return proc
 

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_python
 from safetensors.torch import load_file
 
 from pipeline.training.checkpoint import STATE_FILE, complete_checkpoints, latest_checkpoint
@@ -69,10 +67,7 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(setting: str, interrupt
     run_a = run_script("train.py", *common, f"output_dir={a}")
     assert run_a.returncode == 0, run_a.stderr[-3000:]
 
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    b1 = subprocess.run([sys.executable, "-c", KILLER, "4", str(REPO / "scripts" / "train.py"), *common, *interrupted,
-                         f"output_dir={b}"],
-                        cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
+    b1 = run_python(["-c", KILLER, "4", REPO / "scripts" / "train.py", *common, *interrupted, f"output_dir={b}"])
     assert b1.returncode == -signal.SIGKILL, b1.stderr[-3000:]
     assert not (b / "model.safetensors").exists()  # it never finished
     assert latest_checkpoint(b) == b / "checkpoints" / "step-00000004"

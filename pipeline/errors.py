@@ -20,3 +20,7 @@ class DataError(PipelineError):
 
 class ModelError(PipelineError):
     """A model, tokenizer or option that does not fit together."""
+
+
+class CheckpointError(PipelineError):
+    """A training checkpoint that cannot be resumed from (corrupt, truncated or tampered with)."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import pickle
 import shutil
 import signal
 from pathlib import Path
@@ -124,3 +126,54 @@ def test_latest_checkpoint_ignores_incomplete_and_foreign_dirs(tmp_path: Path) -
     (root / "step-00000060").write_text("a file, not a folder")
     assert [p.name for p in complete_checkpoints(tmp_path)] == ["step-00000002", "step-00000010"]  # numeric order
     assert latest_checkpoint(tmp_path) == root / "step-00000010"
+
+
+class _RunsCode:
+    """Pickles to a call of os.mkdir: a stand-in for a checkpoint file crafted to run code when it is loaded."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (os.mkdir, (str(self.marker),))
+
+
+def test_a_checkpoint_that_cannot_be_restored_is_a_one_line_error(tiny_corpus: Path, tiny_recipe_overrides,
+                                                                    run_script, tmp_path: Path) -> None:
+    """A resume restores everything or stops with a line naming what it could not read. Before, accelerate skipped
+    random states it could not load (an INFO log line) and the resumed run trained on, no longer exactly."""
+    common = [str(QUICKSTART), *tiny_recipe_overrides("parakeet"), f"data.train={tiny_corpus / 'train'}",
+              "data.eval=null", "train.save_every=2", "train.batch_seconds=6"]
+    first = tmp_path / "first"
+    proc = run_script("train.py", *common, f"output_dir={first}", "train.max_steps=2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    marker = tmp_path / "code-ran"
+
+    def code_pickle(path: Path) -> None:
+        with open(path, "wb") as f:
+            pickle.dump(_RunsCode(marker), f)
+
+    def truncate(path: Path) -> None:
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+    cases = {  # file -> (how it is broken, what the error line names)
+        "random_states_0.pkl": (code_pickle, "random_states_0.pkl: cannot restore the random states"),
+        "optimizer.bin": (truncate, "step-00000002: cannot load it"),
+        "model.safetensors": (lambda p: p.write_bytes(b"\xff" * 64), "step-00000002: cannot load it (Safetensor"),
+        "trainer_state.json": (lambda p: p.write_text("{"), "trainer_state.json: cannot read it"),
+    }
+    for name, (breaks, named) in cases.items():
+        out = tmp_path / name
+        shutil.copytree(first, out)
+        ckpt = out / "checkpoints" / "step-00000002"
+        breaks(ckpt / name)
+        proc = run_script("train.py", *common, f"output_dir={out}", "train.max_steps=4", "train.resume=true")
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, (name, proc.stderr[-3000:])
+        last = proc.stderr.strip().splitlines()[-1]
+        assert last.startswith("error: ") and named in last and f"delete {ckpt} to resume" in last, (name, last)
+        assert not marker.exists(), "loading the checkpoint ran the code pickled into it"
+        assert json.loads((out / "train_results.json").read_text())["steps"] == 2  # nothing trained on
+    # the pickle really runs code when unpickled without the weights-only guard: the check above means something
+    code_pickle(tmp_path / "probe.pkl")
+    pickle.loads((tmp_path / "probe.pkl").read_bytes())
+    assert marker.is_dir()

@@ -10,13 +10,17 @@ complete one; `trainer_state.json` is written last and marks a checkpoint as com
 from __future__ import annotations
 
 import json
+import pickle
 import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 from accelerate import Accelerator
+from accelerate.utils import RNG_STATE_NAME
+from accelerate.utils import load as load_weights_only
 
+from pipeline.errors import CheckpointError
 from pipeline.io import write_json
 
 STATE_FILE = "trainer_state.json"
@@ -72,6 +76,51 @@ def save_checkpoint(accelerator: Accelerator, output_dir: str | Path, step: int,
     return final
 
 
+_RANDOM_STATES = ("random_state", "numpy_random_seed", "torch_manual_seed")
+
+
 def load_checkpoint(accelerator: Accelerator, path: Path) -> dict[str, Any]:
-    accelerator.load_state(str(path))
-    return json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
+    """Restore model, optimizer, scheduler and this process's random states from `path`; its trainer state.
+
+    Anything that cannot be restored is a `CheckpointError` naming the file. accelerate itself would skip random
+    states it cannot read (logging it at INFO level), and the resumed run would then silently draw other dropout
+    masks and batches than the uninterrupted one. Pickled files are read with torch's weights-only unpickler
+    (accelerate's `load`), which refuses anything but tensors and plain containers.
+    """
+    state = read_trainer_state(path)
+    hint = _hint(path)
+    randoms = path / f"{RNG_STATE_NAME}_{accelerator.process_index}.pkl"
+    try:
+        loaded = load_weights_only(randoms)
+        missing = [k for k in _RANDOM_STATES if k not in loaded]
+        if missing:
+            raise ValueError(f"no {', '.join(missing)}")
+    except Exception as exc:  # a missing, truncated or foreign file: whatever torch.load raises
+        raise CheckpointError(f"{randoms}: cannot restore the random states ({_first_line(exc)}); {hint}") from None
+    try:
+        accelerator.load_state(str(path))
+    except Exception as exc:  # safetensors, torch.load and load_state_dict each raise their own kinds
+        raise CheckpointError(f"{path}: cannot load it ({type(exc).__name__}: {_first_line(exc)}); {hint}") from None
+    return state
+
+
+def read_trainer_state(path: Path) -> dict[str, Any]:
+    """A checkpoint's `trainer_state.json` (step, epoch, sampler position, history)."""
+    try:
+        state = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
+        if not isinstance(state, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path / STATE_FILE}: cannot read it ({_first_line(exc)}); {_hint(path)}") from None
+    return state
+
+
+def _hint(path: Path) -> str:
+    return f"delete {path} to resume from the checkpoint before it, or start over with train.resume=false"
+
+
+def _first_line(exc: BaseException) -> str:
+    if isinstance(exc, pickle.UnpicklingError):  # torch's long advice to load it unsafely is not ours to give
+        return "it holds objects other than tensors, which the weights-only unpickler refuses to build"
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

@@ -39,11 +39,11 @@ from pipeline.tasks.base import Task
 from pipeline.training.activation_checkpointing import enable_gradient_checkpointing
 from pipeline.training.allocator import keep_freed_memory
 from pipeline.training.checkpoint import (
-    STATE_FILE,
     checkpoint_name,
     checkpoints_dir,
     latest_checkpoint,
     load_checkpoint,
+    read_trainer_state,
     save_checkpoint,
 )
 from pipeline.training.loader import batch_loader
@@ -97,7 +97,7 @@ class Trainer:
         sharded = self.acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
         name = choose_optimizer(t.optimizer, self.acc.device, sharded)
         use_saved = ckpt is not None and t.optimizer == "auto"
-        saved = json.loads((ckpt / STATE_FILE).read_text(encoding="utf-8")).get("optimizer") if use_saved else None
+        saved = read_trainer_state(ckpt).get("optimizer") if use_saved else None
         if saved in ("adamw", "muon") and saved != name:
             logger.info("train.optimizer=auto: %s, as in the checkpoint this run resumes (this machine would pick %s)",
                         saved, name)

@@ -158,8 +158,9 @@ def test_a_checkpoint_that_cannot_be_restored_is_a_one_line_error(tiny_corpus: P
 
     cases = {  # file -> (how it is broken, what the error line names)
         "random_states_0.pkl": (code_pickle, "random_states_0.pkl: cannot restore the random states"),
-        "optimizer.bin": (truncate, "step-00000002: cannot load it"),
-        "model.safetensors": (lambda p: p.write_bytes(b"\xff" * 64), "step-00000002: cannot load it (Safetensor"),
+        "optimizer.bin": (truncate, "step-00000002/optimizer.bin: cannot load it"),
+        "model.safetensors": (lambda p: p.write_bytes(b"\xff" * 64),
+                              "step-00000002/model.safetensors: cannot load it (Safetensor"),
         "trainer_state.json": (lambda p: p.write_text("{"), "trainer_state.json: cannot read it"),
     }
     for name, (breaks, named) in cases.items():
@@ -173,6 +174,15 @@ def test_a_checkpoint_that_cannot_be_restored_is_a_one_line_error(tiny_corpus: P
         assert last.startswith("error: ") and named in last and f"delete {ckpt} to resume" in last, (name, last)
         assert not marker.exists(), "loading the checkpoint ran the code pickled into it"
         assert json.loads((out / "train_results.json").read_text())["steps"] == 2  # nothing trained on
+    # every file reads, but the recipe now builds another model: the line says which weight does not fit
+    out = tmp_path / "resized"
+    shutil.copytree(first, out)
+    proc = run_script("train.py", *common, "model.config.encoder_config.intermediate_size=48", f"output_dir={out}",
+                      "train.max_steps=4", "train.resume=true")
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert "step-00000002: cannot load it (RuntimeError: Error(s) in loading state_dict" in last, last
+    assert "size mismatch for" in last and "torch.Size([48" in last, last  # the recipe's 48 against the saved 64
     # the pickle really runs code when unpickled without the weights-only guard: the check above means something
     code_pickle(tmp_path / "probe.pkl")
     pickle.loads((tmp_path / "probe.pkl").read_bytes())

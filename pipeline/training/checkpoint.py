@@ -100,8 +100,29 @@ def load_checkpoint(accelerator: Accelerator, path: Path) -> dict[str, Any]:
     try:
         accelerator.load_state(str(path))
     except Exception as exc:  # safetensors, torch.load and load_state_dict each raise their own kinds
-        raise CheckpointError(f"{path}: cannot load it ({type(exc).__name__}: {_first_line(exc)}); {hint}") from None
+        culprit, why = _unreadable_file(path) or (path, exc)
+        raise CheckpointError(f"{culprit}: cannot load it ({type(why).__name__}: {_first_line(why)}); {hint}") from None
     return state
+
+
+def _unreadable_file(path: Path) -> tuple[Path, BaseException] | None:
+    """After a failed `load_state`, the first of the checkpoint's files that cannot be read at all (a size mismatch
+    with the recipe's model reads fine: then the error names the checkpoint). Only runs on failure: a healthy
+    resume reads every file once."""
+    from safetensors import safe_open
+
+    for file in sorted(path.glob("*.safetensors")):
+        try:
+            with safe_open(str(file), framework="pt"):  # checks the header and that the data covers the file
+                pass
+        except Exception as exc:
+            return file, exc
+    for file in sorted(path.glob("*.bin")):
+        try:
+            load_weights_only(file, map_location="cpu")
+        except Exception as exc:
+            return file, exc
+    return None
 
 
 def read_trainer_state(path: Path) -> dict[str, Any]:
@@ -122,5 +143,7 @@ def _hint(path: Path) -> str:
 def _first_line(exc: BaseException) -> str:
     if isinstance(exc, pickle.UnpicklingError):  # torch's long advice to load it unsafely is not ours to give
         return "it holds objects other than tensors, which the weights-only unpickler refuses to build"
-    lines = str(exc).strip().splitlines()
+    lines = [line.strip() for line in str(exc).strip().splitlines()]
+    if len(lines) > 1 and lines[0].endswith(":"):  # load_state_dict: "Error(s) in loading ...:" then the first error
+        return f"{lines[0]} {lines[1]}"
     return lines[0] if lines else type(exc).__name__

@@ -142,7 +142,14 @@ def _hint(path: Path) -> str:
 
 def _first_line(exc: BaseException) -> str:
     if isinstance(exc, pickle.UnpicklingError):  # torch's long advice to load it unsafely is not ours to give
-        return "it holds objects other than tensors, which the weights-only unpickler refuses to build"
+        text = str(exc)
+        called = re.search(r"GLOBAL ([\w.]+)", text)  # torch words it in several ways, all naming the GLOBAL
+        if called:
+            return (f"it holds objects other than tensors (it would call {called.group(1)}), which the weights-only "
+                    "unpickler refuses to build")
+        after = text.split("WeightsUnpickler error:", 1)[1] if "WeightsUnpickler error:" in text else ""
+        detail = next((line.strip() for line in after.splitlines() if line.strip()), "")
+        return "not a pickle the weights-only unpickler can read" + (f" ({detail})" if detail else "")
     lines = [line.strip() for line in str(exc).strip().splitlines()]
     if len(lines) > 1 and lines[0].endswith(":"):  # load_state_dict: "Error(s) in loading ...:" then the first error
         return f"{lines[0]} {lines[1]}"

@@ -183,6 +183,15 @@ def test_a_checkpoint_that_cannot_be_restored_is_a_one_line_error(tiny_corpus: P
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert "step-00000002: cannot load it (RuntimeError: Error(s) in loading state_dict" in last, last
     assert "size mismatch for" in last and "torch.Size([48" in last, last  # the recipe's 48 against the saved 64
+    # every file reads and the model fits, but batches of 5 s instead of 6: batch 2 of the epoch is another batch
+    out = tmp_path / "rebatched"
+    shutil.copytree(first, out)
+    proc = run_script("train.py", *common, "train.batch_seconds=5", f"output_dir={out}", "train.max_steps=4",
+                      "train.resume=true")
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert last.startswith("error: train.resume: ") and "(train.batch_seconds 6.0 -> 5.0)" in last, last
+    assert json.loads((out / "train_results.json").read_text())["steps"] == 2
     # the pickle really runs code when unpickled without the weights-only guard: the check above means something
     code_pickle(tmp_path / "probe.pkl")
     torch.load(tmp_path / "probe.pkl", weights_only=False)

@@ -90,6 +90,28 @@ class Trainer:
             seed=self.recipe.seed, sorted_epochs=t.sortagrad_epochs,
         )
 
+    def _batching(self, sampler: DurationBatchSampler) -> dict[str, Any]:
+        """What decides which utterances make up the n-th batch of an epoch. A checkpoint records it: the sampler
+        position it saves (epoch, batch) means the same batches only under the same settings and data."""
+        t = self.recipe.train
+        return {"processes": self.acc.num_processes, "train.batch_seconds": t.batch_seconds,
+                "train.max_batch_size": t.max_batch_size, "train.max_padding": t.max_padding,
+                "train.sortagrad_epochs": t.sortagrad_epochs, "train.gradient_accumulation": t.gradient_accumulation,
+                "seed": self.recipe.seed, "training utterances": len(sampler.durations),
+                "training seconds": round(float(sum(sampler.durations)), 3)}
+
+    def _check_batching(self, ckpt: Path, batching: dict[str, Any]) -> None:
+        """A resume under other batching settings would not continue where the run stopped: a one-line error.
+        (Checkpoints written before the record existed are not checked.)"""
+        saved = read_trainer_state(ckpt).get("batching")
+        if not isinstance(saved, dict):
+            return
+        changed = [f"{k} {saved[k]} -> {v}" for k, v in batching.items() if k in saved and saved[k] != v]
+        if changed:
+            raise RecipeError(f"train.resume: {ckpt} was written under other batching ({'; '.join(changed)}): its place "
+                              f"in the epoch would point at other batches. Resume with the checkpoint's settings, or "
+                              f"start over with train.resume=false")
+
     def _optimizer_name(self, ckpt: Path | None) -> str:
         """`train.optimizer` for this machine; with auto, a run resuming from `ckpt` keeps the one that checkpoint
         was trained with (its optimizer state fits no other), wherever it resumes."""
@@ -148,14 +170,16 @@ class Trainer:
         )
         model, optimizer, scheduler = acc.prepare(model, optimizer, scheduler)
 
+        batching = self._batching(sampler)
         state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "skipped_nonfinite": 0, "audio_seconds": 0.0,
-                 "train_seconds": 0.0, "history": [], "optimizer": optimizer_name}
+                 "train_seconds": 0.0, "history": [], "optimizer": optimizer_name, "batching": batching}
         state.update(NO_BEST)
         if t.resume:
             if ckpt is None:
                 logger.warning("train.resume=true but %s holds no complete checkpoint: starting from scratch", self.out / "checkpoints")
             else:
-                state = {**NO_BEST, **load_checkpoint(acc, ckpt), "optimizer": optimizer_name}
+                self._check_batching(ckpt, batching)
+                state = {**NO_BEST, **load_checkpoint(acc, ckpt), "optimizer": optimizer_name, "batching": batching}
                 self.history = list(state.get("history", []))
                 if acc.is_main_process:  # drop what the interrupted run logged after this checkpoint
                     write_text(self.out / "train_log.jsonl", "".join(json.dumps(r) + "\n" for r in self.history))

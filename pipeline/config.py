@@ -147,6 +147,9 @@ class TrainConfig:
     early_stopping_patience: int = 0  # stop after this many evaluations without improvement (0: never)
     early_stopping_min_delta: float = 0.0  # an evaluation improves when it beats the best by more than this
     resume: bool = False
+    # false: resume also under other processes or batching settings (warned; the epoch goes on from the same share
+    # of its batches, random states it lacks are fresh: not the uninterrupted run); true: those are an error
+    resume_exact: bool = True
     log_every: int = 10
     num_workers: int = 0
     feature_cache_gb: float = 2.0  # keep computed model inputs in memory up to this size (0: off)

@@ -174,6 +174,14 @@ def test_a_checkpoint_that_cannot_be_restored_is_a_one_line_error(tiny_corpus: P
         if breaks is code_pickle:  # the line says what the pickle would have called
             assert "holds objects other than tensors (it would call posix.mkdir)" in last, last
         assert json.loads((out / "train_results.json").read_text())["steps"] == 2  # nothing trained on
+    # train.resume_exact=false goes on without random states it cannot restore (and still never runs the pickle)
+    out = tmp_path / "random_states_0.pkl"
+    proc = run_script("train.py", *common, f"output_dir={out}", "train.max_steps=4", "train.resume=true",
+                      "train.resume_exact=false")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "cannot restore the random states" in proc.stderr and "goes on with fresh ones" in proc.stderr
+    assert json.loads((out / "train_results.json").read_text())["steps"] == 4
+    assert not marker.exists()
     # every file reads, but the recipe now builds another model: the line says which weight does not fit
     out = tmp_path / "resized"
     shutil.copytree(first, out)
@@ -192,6 +200,14 @@ def test_a_checkpoint_that_cannot_be_restored_is_a_one_line_error(tiny_corpus: P
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert last.startswith("error: train.resume: ") and "(train.batch_seconds 6.0 -> 5.0)" in last, last
     assert json.loads((out / "train_results.json").read_text())["steps"] == 2
+    # asked to, it goes on from there, and says it is not the uninterrupted run
+    proc = run_script("train.py", *common, "train.batch_seconds=5", f"output_dir={out}", "train.max_steps=4",
+                      "train.resume=true", "train.resume_exact=false")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "train.resume_exact=false: " in proc.stderr and "(train.batch_seconds 6.0 -> 5.0)" in proc.stderr
+    assert json.loads((out / "train_results.json").read_text())["steps"] == 4
+    logged = [r["step"] for r in map(json.loads, (out / "train_log.jsonl").read_text().splitlines())]
+    assert logged == [2, 4], logged  # the last steps of the first run and of this one (log_every 10)
     # the pickle really runs code when unpickled without the weights-only guard: the check above means something
     code_pickle(tmp_path / "probe.pkl")
     torch.load(tmp_path / "probe.pkl", weights_only=False)

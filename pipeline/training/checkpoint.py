@@ -10,6 +10,7 @@ complete one; `trainer_state.json` is written last and marks a checkpoint as com
 from __future__ import annotations
 
 import json
+import logging
 import pickle
 import re
 import shutil
@@ -22,6 +23,8 @@ from accelerate.utils import load as load_weights_only
 
 from pipeline.errors import CheckpointError
 from pipeline.io import write_json
+
+logger = logging.getLogger(__name__)
 
 STATE_FILE = "trainer_state.json"
 _NAME = re.compile(r"^step-(\d{8})$")
@@ -79,13 +82,14 @@ def save_checkpoint(accelerator: Accelerator, output_dir: str | Path, step: int,
 _RANDOM_STATES = ("random_state", "numpy_random_seed", "torch_manual_seed")
 
 
-def load_checkpoint(accelerator: Accelerator, path: Path) -> dict[str, Any]:
+def load_checkpoint(accelerator: Accelerator, path: Path, exact: bool = True) -> dict[str, Any]:
     """Restore model, optimizer, scheduler and this process's random states from `path`; its trainer state.
 
     Anything that cannot be restored is a `CheckpointError` naming the file. accelerate itself would skip random
     states it cannot read (logging it at INFO level), and the resumed run would then silently draw other dropout
     masks and batches than the uninterrupted one. Pickled files are read with torch's weights-only unpickler
-    (accelerate's `load`), which refuses anything but tensors and plain containers.
+    (accelerate's `load`), which refuses anything but tensors and plain containers. With `exact` false, random
+    states this process cannot restore (it did not write the checkpoint: more processes now) are a warning.
     """
     state = read_trainer_state(path)
     hint = _hint(path)
@@ -96,7 +100,10 @@ def load_checkpoint(accelerator: Accelerator, path: Path) -> dict[str, Any]:
         if missing:
             raise ValueError(f"no {', '.join(missing)}")
     except Exception as exc:  # a missing, truncated or foreign file: whatever torch.load raises
-        raise CheckpointError(f"{randoms}: cannot restore the random states ({_first_line(exc)}); {hint}") from None
+        problem = f"{randoms}: cannot restore the random states ({_first_line(exc)})"
+        if exact:
+            raise CheckpointError(f"{problem}; {hint}") from None
+        logger.warning("%s: train.resume_exact=false, this process goes on with fresh ones", problem)
     try:
         accelerator.load_state(str(path))
     except Exception as exc:  # safetensors, torch.load and load_state_dict each raise their own kinds

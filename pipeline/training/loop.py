@@ -100,17 +100,23 @@ class Trainer:
                 "seed": self.recipe.seed, "training utterances": len(sampler.durations),
                 "training seconds": round(float(sum(sampler.durations)), 3)}
 
-    def _check_batching(self, ckpt: Path, batching: dict[str, Any]) -> None:
-        """A resume under other batching settings would not continue where the run stopped: a one-line error.
-        (Checkpoints written before the record existed are not checked.)"""
+    def _check_batching(self, ckpt: Path, batching: dict[str, Any]) -> bool:
+        """Whether `ckpt` was written under the same batching (checkpoints older than the record count as the same).
+        Otherwise the run would not continue where it stopped: an error, or with `train.resume_exact=false` a warning."""
         saved = read_trainer_state(ckpt).get("batching")
         if not isinstance(saved, dict):
-            return
+            return True
         changed = [f"{k} {saved[k]} -> {v}" for k, v in batching.items() if k in saved and saved[k] != v]
-        if changed:
-            raise RecipeError(f"train.resume: {ckpt} was written under other batching ({'; '.join(changed)}): its place "
-                              f"in the epoch would point at other batches. Resume with the checkpoint's settings, or "
-                              f"start over with train.resume=false")
+        if not changed:
+            return True
+        problem = f"{ckpt} was written under other batching ({'; '.join(changed)})"
+        if self.recipe.train.resume_exact:
+            raise RecipeError(f"train.resume: {problem}: the run would not go on as it would have (other batches "
+                              f"from its place in the epoch, or other random streams). Resume with the checkpoint's "
+                              f"settings, go on anyway with train.resume_exact=false, or start over with "
+                              f"train.resume=false")
+        logger.warning("train.resume_exact=false: %s; the epoch goes on from the same share of its batches", problem)
+        return False
 
     def _optimizer_name(self, ckpt: Path | None) -> str:
         """`train.optimizer` for this machine; with auto, a run resuming from `ckpt` keeps the one that checkpoint
@@ -178,8 +184,12 @@ class Trainer:
             if ckpt is None:
                 logger.warning("train.resume=true but %s holds no complete checkpoint: starting from scratch", self.out / "checkpoints")
             else:
-                self._check_batching(ckpt, batching)
-                state = {**NO_BEST, **load_checkpoint(acc, ckpt), "optimizer": optimizer_name, "batching": batching}
+                same_batches = self._check_batching(ckpt, batching)
+                state = {**NO_BEST, **load_checkpoint(acc, ckpt, exact=t.resume_exact), "optimizer": optimizer_name,
+                         "batching": batching}
+                if not same_batches and state.get("epoch_batches"):  # the same share of the epoch's batches
+                    sampler.set_epoch(state["epoch"])
+                    state["batch_in_epoch"] = round(state["batch_in_epoch"] * len(sampler) / state["epoch_batches"])
                 self.history = list(state.get("history", []))
                 if acc.is_main_process:  # drop what the interrupted run logged after this checkpoint
                     write_text(self.out / "train_log.jsonl", "".join(json.dumps(r) + "\n" for r in self.history))
@@ -218,7 +228,8 @@ class Trainer:
 
         def checkpoint() -> None:
             nonlocal last_saved
-            state.update(step=step, epoch=sampler.epoch, batch_in_epoch=sampler.start, history=self.history,
+            state.update(step=step, epoch=sampler.epoch, batch_in_epoch=sampler.start, epoch_batches=len(sampler),
+                         history=self.history,
                          train_seconds=earlier_seconds + time.monotonic() - started)
             save_checkpoint(acc, self.out, step, state, t.keep_last, spare=state["best_step"] if keep_best else None)
             last_saved = step

@@ -531,6 +531,29 @@ def test_two_process_resume_matches_uninterrupted(work: Path, env: dict[str, str
         "model.safetensors", "optimizer.bin", "scheduler.bin", "random_states_0.pkl", "random_states_1.pkl"}
 
 
+def test_resume_on_another_process_count(work: Path, env: dict[str, str], corpus: dict[str, Path], w2v_recipe: Path,
+                                         w2v_one_proc: Path) -> None:
+    """A one-process run's checkpoint resumed by two processes (a job requeued on another number of GPUs): refused
+    by default with one line; with train.resume_exact=false it trains on, process 1 with fresh random states."""
+    out = work / "w2v-1to2"
+    shutil.copytree(w2v_one_proc, out)
+    overrides = [*w2v_overrides(corpus, 4), f"train.max_steps={W2V_STEPS + 4}", "train.resume=true"]
+    refused = work / "w2v-1to2-refused.log"
+    proc = start(train_cmd(2, w2v_recipe, out, overrides), env, refused)
+    assert proc.wait(timeout=TIMEOUT) != 0, tail(refused)
+    assert "error: train.resume: " in refused.read_text() and "(processes 1 -> 2; train.batch_seconds 8.0 -> 4.0)" \
+        in refused.read_text(), tail(refused)
+    assert json.loads((out / "train_results.json").read_text())["steps"] == W2V_STEPS  # nothing trained
+    log = work / "w2v-1to2.log"
+    run(train_cmd(2, w2v_recipe, out, [*overrides, "train.resume_exact=false"]), env, log)
+    text = log.read_text(errors="replace")
+    assert "random_states_1.pkl: cannot restore the random states" in text and "goes on with fresh ones" in text
+    assert "train.resume_exact=false: " in text, tail(log)
+    assert resumed_from(log) == f"step-{W2V_STEPS:08d}"
+    assert json.loads((out / "train_results.json").read_text())["steps"] == W2V_STEPS + 4
+    assert all(torch.isfinite(p).all() for p in params(out).values() if p.is_floating_point())
+
+
 # ------------------------------------------------------------------------------------------------
 # (f) a non-finite step is skipped on every process and counted
 

@@ -82,8 +82,9 @@ def save_checkpoint(accelerator: Accelerator, output_dir: str | Path, step: int,
 _RANDOM_STATES = ("random_state", "numpy_random_seed", "torch_manual_seed")
 
 
-def load_checkpoint(accelerator: Accelerator, path: Path, exact: bool = True) -> dict[str, Any]:
-    """Restore model, optimizer, scheduler and this process's random states from `path`; its trainer state.
+def load_checkpoint(accelerator: Accelerator, path: Path, exact: bool = True) -> None:
+    """Restore model, optimizer, scheduler and this process's random states from `path` (its trainer state, the
+    loop's own, is `read_trainer_state`'s).
 
     Anything that cannot be restored is a `CheckpointError` naming the file. accelerate itself would skip random
     states it cannot read (logging it at INFO level), and the resumed run would then silently draw other dropout
@@ -91,7 +92,6 @@ def load_checkpoint(accelerator: Accelerator, path: Path, exact: bool = True) ->
     (accelerate's `load`), which refuses anything but tensors and plain containers. With `exact` false, random
     states this process cannot restore (it did not write the checkpoint: more processes now) are a warning.
     """
-    state = read_trainer_state(path)
     hint = _hint(path)
     randoms = path / f"{RNG_STATE_NAME}_{accelerator.process_index}.pkl"
     try:
@@ -109,7 +109,6 @@ def load_checkpoint(accelerator: Accelerator, path: Path, exact: bool = True) ->
     except Exception as exc:  # safetensors, torch.load and load_state_dict each raise their own kinds
         culprit, why = _unreadable_file(path) or (path, exc)
         raise CheckpointError(f"{culprit}: cannot load it ({type(why).__name__}: {_first_line(why)}); {hint}") from None
-    return state
 
 
 def _unreadable_file(path: Path) -> tuple[Path, BaseException] | None:

@@ -100,10 +100,11 @@ class Trainer:
                 "seed": self.recipe.seed, "training utterances": len(sampler.durations),
                 "training seconds": round(float(sum(sampler.durations)), 3)}
 
-    def _check_batching(self, ckpt: Path, batching: dict[str, Any]) -> bool:
-        """Whether `ckpt` was written under the same batching (checkpoints older than the record count as the same).
-        Otherwise the run would not continue where it stopped: an error, or with `train.resume_exact=false` a warning."""
-        saved = read_trainer_state(ckpt).get("batching")
+    def _check_batching(self, ckpt: Path, resumed: dict[str, Any], batching: dict[str, Any]) -> bool:
+        """Whether `ckpt` (trainer state `resumed`) was written under the same batching (checkpoints older than the
+        record count as the same). Otherwise the run would not continue where it stopped: an error, or with
+        `train.resume_exact=false` a warning."""
+        saved = resumed.get("batching")
         if not isinstance(saved, dict):
             return True
         changed = [f"{k} {saved[k]} -> {v}" for k, v in batching.items() if k in saved and saved[k] != v]
@@ -118,14 +119,13 @@ class Trainer:
         logger.warning("train.resume_exact=false: %s; the epoch goes on from the same share of its batches", problem)
         return False
 
-    def _optimizer_name(self, ckpt: Path | None) -> str:
-        """`train.optimizer` for this machine; with auto, a run resuming from `ckpt` keeps the one that checkpoint
-        was trained with (its optimizer state fits no other), wherever it resumes."""
+    def _optimizer_name(self, resumed: dict[str, Any] | None) -> str:
+        """`train.optimizer` for this machine; with auto, a run resuming a checkpoint (trainer state `resumed`) keeps
+        the one it was trained with (its optimizer state fits no other), wherever it resumes."""
         t = self.recipe.train
         sharded = self.acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
         name = choose_optimizer(t.optimizer, self.acc.device, sharded)
-        use_saved = ckpt is not None and t.optimizer == "auto"
-        saved = read_trainer_state(ckpt).get("optimizer") if use_saved else None
+        saved = resumed.get("optimizer") if resumed is not None and t.optimizer == "auto" else None
         if saved in ("adamw", "muon") and saved != name:
             logger.info("train.optimizer=auto: %s, as in the checkpoint this run resumes (this machine would pick %s)",
                         saved, name)
@@ -161,7 +161,8 @@ class Trainer:
         # Measured on CPUs only (oneDNN kernels): GPU runs keep transformers' forwards until measured there.
         model = speed_up(task.model) if t.fast_forward and acc.device.type == "cpu" else task.model
         ckpt = latest_checkpoint(self.out) if t.resume else None  # the one this run resumes from
-        optimizer_name = self._optimizer_name(ckpt)
+        resumed = read_trainer_state(ckpt) if ckpt is not None else None  # its step, position, history, ...
+        optimizer_name = self._optimizer_name(resumed)
         optimizer = build_optimizer(model, dataclasses.replace(t, optimizer=optimizer_name))
         sampler = self._sampler()
         # Each epoch packs its own batches, so epochs may differ by a batch or two: count them all.
@@ -181,15 +182,15 @@ class Trainer:
                  "train_seconds": 0.0, "history": [], "optimizer": optimizer_name, "batching": batching}
         state.update(NO_BEST)
         if t.resume:
-            if ckpt is None:
+            if ckpt is None or resumed is None:
                 logger.warning("train.resume=true but %s holds no complete checkpoint: starting from scratch", self.out / "checkpoints")
             else:
-                same_batches = self._check_batching(ckpt, batching)
-                state = {**NO_BEST, **load_checkpoint(acc, ckpt, exact=t.resume_exact), "optimizer": optimizer_name,
-                         "batching": batching}
+                same_batches = self._check_batching(ckpt, resumed, batching)
+                load_checkpoint(acc, ckpt, exact=t.resume_exact)
+                state = {**NO_BEST, **resumed, "optimizer": optimizer_name, "batching": batching}
                 if not same_batches and state.get("epoch_batches"):  # the same share of the epoch's batches
-                    sampler.set_epoch(state["epoch"])
-                    state["batch_in_epoch"] = round(state["batch_in_epoch"] * len(sampler) / state["epoch_batches"])
+                    now = len(sampler.global_batches(state["epoch"]))
+                    state["batch_in_epoch"] = round(state["batch_in_epoch"] * now / state["epoch_batches"])
                 self.history = list(state.get("history", []))
                 if acc.is_main_process:  # drop what the interrupted run logged after this checkpoint
                     write_text(self.out / "train_log.jsonl", "".join(json.dumps(r) + "\n" for r in self.history))

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from pipeline.cli import entry_point, setup_logging
 from pipeline.config import DataSpec, load_recipe
+from pipeline.errors import DataError
 
 logger = logging.getLogger("pipeline.demo")
 
@@ -51,8 +52,15 @@ def main() -> None:
     from pipeline.synth.corpus import synthesize_corpus
 
     print(f"[1/{stages}] synthesising the corpus into {a.corpus} (espeak-ng, disjoint train/test voices)", flush=True)
-    info = synthesize_corpus(a.corpus, n_train=a.train_utterances, n_test=a.test_utterances, seed=a.seed,
-                             sample_rate=16000, progress=True, workers=a.corpus_workers)
+    try:
+        info = synthesize_corpus(a.corpus, n_train=a.train_utterances, n_test=a.test_utterances, seed=a.seed,
+                                 sample_rate=16000, progress=True, workers=a.corpus_workers)
+    except DataError as exc:
+        if not Path(a.corpus).exists():
+            raise
+        # most often a corpus of an earlier demo (3000 training utterances until 2026-12-07)
+        raise DataError(f"{exc} (`make clean` deletes the demo's outputs; --train-utterances and --test-utterances "
+                        "reuse a corpus of those sizes)") from None
     corpus_minutes = (time.monotonic() - started) / 60
 
     recipe = load_recipe(a.recipe, [f"data.train={a.corpus}/train", f"data.eval={a.corpus}/test", *a.overrides])

@@ -139,6 +139,21 @@ def test_two_workers_match_serial_metadata(tmp_path) -> None:
         assert len(list((tmp_path / "b" / split).glob("*.wav"))) == a["counts"][split]
 
 
+def test_demo_on_a_corpus_of_other_sizes_says_how_to_go_on(tmp_path) -> None:
+    """An earlier demo's data/synth (other sizes) stops the demo with one line that says what to do, untouched."""
+    from conftest import run_python
+
+    synthesize_corpus(tmp_path / "synth", n_train=4, n_test=2, seed=0, progress=False)
+    before = sorted(p.name for p in (tmp_path / "synth" / "train").iterdir())
+    proc = run_python(["-c", "from pipeline.demo import main; main()", "--corpus", tmp_path / "synth",
+                       "--train-utterances", "5", "--test-utterances", "2", "--tts-minutes", "0"], timeout=120)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert "'n_train': 4" in errors[0] and "make clean" in errors[0] and "--train-utterances" in errors[0], errors[0]
+    assert sorted(p.name for p in (tmp_path / "synth" / "train").iterdir()) == before
+
+
 def test_failure_leaves_nothing_behind(tmp_path, monkeypatch) -> None:
     import pipeline.synth.corpus as corpus
 

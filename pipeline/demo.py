@@ -33,8 +33,9 @@ def main() -> None:
     p.add_argument("--recipe", default="recipes/asr/quickstart.yaml")
     p.add_argument("--corpus", default="data/synth")
     # 9000 (5.6 h, seen ~2.4 times in the 10-minute budget) generalise better to new voices than 3000 seen 6
-    # times: -2.4 and -4.9 WER points on two held-out test sets (seed 0), 0.0 and -2.8 (seed 1); 20000 seen
-    # once did not (recipes/asr/README.md, "How much synthetic speech")
+    # times: -2.4 and -4.9 WER points on two held-out test sets (seed 0), 0.0 and -2.8 (seed 1), part of it the
+    # longer warm-up the recipe's warmup_ratio gives more planned steps (recipes/asr/README.md, "How much
+    # synthetic speech")
     p.add_argument("--train-utterances", type=int, default=9000)
     p.add_argument("--test-utterances", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)

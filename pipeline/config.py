@@ -109,6 +109,10 @@ class TrainConfig:
     # With max_minutes: after warm-up (counted in steps) the LR decay advances by the share of the budget
     # used when that is ahead of the share of steps done, so a capped run still decays fully by the deadline.
     schedule_follows_budget: bool = True
+    # With it and max_minutes: warm-up too is a share of the time budget (warmup_ratio of the minutes, or
+    # warmup_steps / planned steps), so a recipe warms up for the same share of its minutes on a fast machine
+    # or a slow one, however many epochs it plans. Off: warm-up counts steps (at most what it plans)
+    warmup_follows_budget: bool = False
     learning_rate: float = 1e-4
     weight_decay: float = 0.0
     adam_beta2: float = 0.98

@@ -37,6 +37,12 @@ def test_follow_budget_jumps_ahead_only_when_time_leads() -> None:
         warm.step()
     follow_budget(warm, used=0.9, total_steps=100, warmup_steps=30)
     assert warm.last_epoch == 5
+    follow_budget(warm, used=0.2, total_steps=100, warmup_steps=30, warmup_follows=True)  # warm-up by the clock too
+    assert warm.last_epoch == 20 and abs(warm.get_last_lr()[0] - 20 / 30) < 1e-12
+    follow_budget(warm, used=0.65, total_steps=100, warmup_steps=30, warmup_follows=True)  # half of the decay
+    assert warm.last_epoch == 65 and abs(warm.get_last_lr()[0] - 0.5) < 1e-12
+    follow_budget(warm, used=0.4, total_steps=100, warmup_steps=30, warmup_follows=True)  # never backwards
+    assert warm.last_epoch == 65
     state = sched.state_dict()  # the position a checkpoint stores
     _, restored = _cosine(100)
     restored.load_state_dict(state)
@@ -74,3 +80,22 @@ def test_capped_run_ends_its_schedule_by_the_deadline(tiny_corpus: Path, tiny_re
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = [json.loads(x) for x in (off / "train_log.jsonl").read_text().splitlines() if x.strip()]
     assert [r["lr"] for r in log if "lr" in r][-1] > 0.9 * 1e-3
+
+
+def test_warmup_follows_budget_warms_up_for_its_share_of_the_minutes(tiny_corpus: Path, tiny_recipe_overrides,
+                                                                      run_script, tmp_path: Path) -> None:
+    """Half of 100000 planned steps is a warm-up no capped run finishes; half of the minutes is one it does."""
+    out = tmp_path / "warm"
+    proc = run_script("train.py", str(QUICKSTART), *tiny_recipe_overrides("parakeet"), f"data.train={tiny_corpus / 'train'}",
+                      "data.eval=null", "train.max_steps=100000", "train.lr_schedule=cosine", "train.learning_rate=1e-3",
+                      "train.warmup_ratio=0.5", "train.log_every=1", "train.save_every=100000", "train.batch_seconds=6",
+                      f"output_dir={out}", "train.max_minutes=0.05", "train.warmup_follows_budget=true")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines() if x.strip()]
+    lrs = [r["lr"] for r in log if "lr" in r]
+    peak = lrs.index(max(lrs))
+    assert len(lrs) >= 6 and 0 < peak < len(lrs) - 1
+    assert max(lrs) > 0.5 * 1e-3  # counted in steps, the warm-up would have reached 1e-3 * steps / 50000
+    assert all(b >= a for a, b in zip(lrs[:peak], lrs[1:peak + 1], strict=False))  # up, then down
+    assert all(b <= a for a, b in zip(lrs[peak:], lrs[peak + 1:], strict=False))
+    assert lrs[-1] < 0.05 * 1e-3

@@ -86,6 +86,9 @@ model:
   mask_time_prob: 0.0
   mask_feature_prob: 0.0
   inter_ctc_weight: 0.0
+train:
+  optimizer: adamw  # the quickstart's `auto` is Muon on CPUs with bfloat16 units: these tests reason about AdamW's
+                    # arithmetic (Muon under DDP has its own test and tolerance)
 """
 
 # Training wrapper used where per-process facts are needed (each rank writes probe-rank{R}.json):

@@ -21,6 +21,7 @@ from pipeline.training.optimizers import (
     muon_matrices,
     ns_dtype,
     orthogonalize,
+    orthogonalize_all,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,9 +65,13 @@ def test_muon_takes_the_hidden_linear_weights_only() -> None:
     assert isinstance(build_optimizer(model, TrainConfig()), torch.optim.AdamW)
 
 
-def test_one_step_equals_torch_muon_and_adamw_side_by_side() -> None:
+def test_one_step_equals_torch_muon_and_adamw_side_by_side(monkeypatch: pytest.MonkeyPatch) -> None:
     """The combination adds nothing to the two optimizers' updates, and the scheduler's LR reaches both.
-    (In bfloat16, torch's precision; float32 is the only difference on CPUs, tested below.)"""
+    (In bfloat16, torch's precision; float32 is the only difference on CPUs, tested below. Ours stacks the
+    matrices of a shape into one batched iteration, whose bfloat16 rounding differs from one product per
+    matrix: here it iterates matrix by matrix as torch does, and the batching is tested on its own below.)"""
+    monkeypatch.setattr("pipeline.training.optimizers.orthogonalize_all",
+                        lambda updates, *args: [orthogonalize(u, *args) for u in updates])
     a, b = tiny_wav2vec2(), tiny_wav2vec2()
     t = TrainConfig(optimizer="muon", learning_rate=2e-3, weight_decay=0.01, warmup_steps=2, lr_schedule="linear",
                     muon_precision="bfloat16")
@@ -97,6 +102,22 @@ def test_one_step_equals_torch_muon_and_adamw_side_by_side() -> None:
         for (name, pa), pb in zip(a.named_parameters(), b.parameters(), strict=True):
             torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-7, msg=name)
     assert combined.muon.param_groups[0]["lr"] == pytest.approx(2e-3 * 2 / 4)  # warm-up, then linear decay: step 4 of 6
+
+
+def test_batched_iteration_is_each_matrix_own() -> None:
+    """Matrices of one shape, up to transposition, share one batched Newton-Schulz iteration: each comes back
+    in its own place and orientation, as the matrix-by-matrix iteration gives it."""
+    g = torch.Generator().manual_seed(0)
+    shapes = [(6, 10), (10, 6), (6, 6), (6, 10), (3, 7), (6, 6), (10, 6)]
+    updates = [torch.randn(*s, generator=g, dtype=torch.float64) * (i + 1) for i, s in enumerate(shapes)]
+    coefficients = (3.4445, -4.7750, 2.0315)
+    together = orthogonalize_all(updates, coefficients, 5, 1e-7, torch.float64)
+    assert [tuple(x.shape) for x in together] == shapes
+    for u, x in zip(updates, together, strict=True):
+        torch.testing.assert_close(x, orthogonalize(u, coefficients, 5, 1e-7, torch.float64), rtol=1e-12, atol=1e-12)
+    halved = orthogonalize_all([u.float() for u in updates], coefficients, 5, 1e-7, torch.bfloat16)
+    assert all(x.dtype == torch.bfloat16 for x in halved)
+    assert max((x.double() - y).abs().max().item() for x, y in zip(halved, together, strict=True)) < 0.05
 
 
 def test_newton_schulz_precision_follows_the_hardware(tmp_path: Path) -> None:

@@ -304,7 +304,8 @@ class Trainer:
                     checkpoint()
                 used = budget_used() if budget is not None else 0.0  # one clock for every process
                 if budget is not None and t.schedule_follows_budget:
-                    follow_budget(scheduler, used, total_steps, warmup)  # the LR of the next step
+                    follow_budget(scheduler, used, total_steps, warmup,  # the LR of the next step
+                                  warmup_follows=t.warmup_follows_budget)
                 if used >= 1.0 and stop is None:  # every process stops at the same step
                     stop = f"max_minutes ({t.max_minutes})"
                 if stop is not None:
@@ -443,19 +444,24 @@ class Trainer:
 NO_BEST: dict[str, Any] = {"best_step": None, "best_metric": None, "evals_since_best": 0}  # before any evaluation
 
 
-def follow_budget(scheduler: Any, used: float, total_steps: int, warmup_steps: int = 0) -> None:
-    """After warm-up, move the LR schedule's decay to the share `used` of the time budget when that is
-    ahead of its step count.
+def follow_budget(scheduler: Any, used: float, total_steps: int, warmup_steps: int = 0,
+                  warmup_follows: bool = False) -> None:
+    """Move the LR schedule to the share `used` of the time budget when that is ahead of its step count.
 
     Without it a run that the wall-clock cap stops early is cut mid-schedule, at a high learning rate;
-    with it the decay is spread over the budget and a cosine reaches its floor by the deadline. Warm-up
-    keeps counting steps: it is there for the optimiser's stability, which a shorter one would risk.
+    with it the decay is spread over the budget and a cosine reaches its floor by the deadline. By default
+    warm-up keeps counting steps (the decay follows the budget once it is done), so a run planned for many
+    more steps than its minutes buy warms up for a larger share of them. `warmup_follows`: the whole
+    schedule follows the budget, warm-up included, which then ends when its share of the minutes is spent.
     The position is a step count kept in the scheduler's state, so checkpoints carry it.
     """
     inner = getattr(scheduler, "scheduler", scheduler)  # accelerate's wrapper holds the torch scheduler
-    if inner.last_epoch < warmup_steps:
+    if warmup_follows:
+        target = min(total_steps, math.ceil(used * total_steps))
+    elif inner.last_epoch < warmup_steps:
         return
-    target = min(total_steps, warmup_steps + math.ceil(used * (total_steps - warmup_steps)))
+    else:
+        target = min(total_steps, warmup_steps + math.ceil(used * (total_steps - warmup_steps)))
     if target > inner.last_epoch:
         inner.last_epoch = target - 1
         inner.step()

@@ -10,6 +10,8 @@ as Jordan's CIFAR-10 speedruns use it: FastSpeech2Conformer's feed-forward block
 `Muon` is torch's, with the Newton-Schulz iteration in a chosen precision: torch always runs it in
 bfloat16, which CPUs without bfloat16 matrix units emulate (on 2 cores of an AVX2 EPYC a 384 x 1536
 iteration took 418 ms in bfloat16 against 7.5 ms in float32), so a run there would spend its time in it.
+And ours stacks the matrices of one shape into one batched iteration where torch's takes them one at a time:
+the ASR quickstart's optimizer step 2.1x faster on 2 CPU cores (benchmarks/optimizers.py).
 """
 
 from __future__ import annotations
@@ -57,6 +59,28 @@ def orthogonalize(update: torch.Tensor, coefficients: tuple[float, float, float]
     return x if wide else x.T
 
 
+def orthogonalize_all(updates: list[torch.Tensor], coefficients: tuple[float, float, float], steps: int, eps: float,
+                     dtype: torch.dtype) -> list[torch.Tensor]:
+    """`orthogonalize` of each update, the matrices of one shape (up to transposition) stacked into one batched
+    iteration: the same products, but a few large batched ones instead of one small product per matrix
+    (on 2 CPU cores the ASR quickstart's 55 matrices take 22 instead of 53 ms in bfloat16)."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, u in enumerate(updates):
+        groups.setdefault((min(u.shape), max(u.shape)), []).append(i)
+    out: list[torch.Tensor] = [updates[0]] * len(updates)
+    a, b, c = coefficients
+    for idx in groups.values():
+        x = torch.stack([updates[i].to(dtype) if updates[i].size(0) <= updates[i].size(1) else updates[i].T.to(dtype)
+                         for i in idx])  # each in its wide form: the smaller Gram matrix
+        x = x / x.norm(dim=(1, 2), keepdim=True).clamp(min=eps)
+        for _ in range(steps):
+            gram = torch.bmm(x, x.transpose(1, 2))
+            x = torch.baddbmm(x, torch.baddbmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+        for j, i in enumerate(idx):
+            out[i] = x[j] if updates[i].size(0) <= updates[i].size(1) else x[j].T
+    return out
+
+
 def ns_dtype(precision: str, device: torch.device) -> torch.dtype:
     """`train.muon_precision` -> the dtype of the iteration on `device`. auto: bfloat16 (torch's choice) on
     GPUs and on CPUs with bfloat16 units, float32 on other CPUs."""
@@ -81,19 +105,26 @@ class Muon(torch.optim.Muon):
                 loss = closure()
         for group in self.param_groups:
             lr, momentum = float(group["lr"]), group["momentum"]
+            by_device: dict[torch.device, list[torch.Tensor]] = {}
             for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if "momentum_buffer" not in state:
-                    state["momentum_buffer"] = torch.zeros_like(p.grad, memory_format=torch.preserve_format)
-                buf = state["momentum_buffer"]
-                buf.lerp_(p.grad, 1 - momentum)
-                update = p.grad.lerp(buf, momentum) if group["nesterov"] else buf
-                update = orthogonalize(update, group["ns_coefficients"], group["ns_steps"], group["eps"],
-                                       ns_dtype(self.precision, p.device))
-                p.mul_(1 - lr * group["weight_decay"])
-                p.add_(update, alpha=-lr * _lr_ratio(group["adjust_lr_fn"], p.shape))
+                if p.grad is not None:
+                    by_device.setdefault(p.device, []).append(p)
+            for device, params in by_device.items():  # whole-list (foreach) kernels: no per-matrix Python cost
+                grads = [p.grad for p in params]
+                bufs = []
+                for p in params:
+                    state = self.state[p]
+                    if "momentum_buffer" not in state:
+                        state["momentum_buffer"] = torch.zeros_like(p.grad, memory_format=torch.preserve_format)
+                    bufs.append(state["momentum_buffer"])
+                torch._foreach_lerp_(bufs, grads, 1 - momentum)
+                updates = torch._foreach_lerp(grads, bufs, momentum) if group["nesterov"] else bufs
+                updates = orthogonalize_all(updates, group["ns_coefficients"], group["ns_steps"], group["eps"],
+                                            ns_dtype(self.precision, device))
+                if group["weight_decay"]:
+                    torch._foreach_mul_(params, 1 - lr * group["weight_decay"])
+                for p, update in zip(params, updates, strict=True):  # torch's arithmetic, to the last bit
+                    p.add_(update, alpha=-lr * _lr_ratio(group["adjust_lr_fn"], p.shape))
         return loss
 
 

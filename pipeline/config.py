@@ -342,6 +342,9 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp)).replace("typing.", "")
 
 
+_YAML_BOOL_WORDS = {False: ("no", "off", "false"), True: ("yes", "on", "true")}
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
@@ -359,6 +362,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         raise RecipeError(errors[-1] if errors else f"{key}: invalid value {value!r}")
     if origin is Literal:
         choices = typing.get_args(tp)
+        if isinstance(value, bool):  # YAML 1.1 reads `no`/`off` as false: mixed_precision=no means "no"
+            value = next((c for c in _YAML_BOOL_WORDS[value] if c in choices), value)
         if value not in choices:
             raise RecipeError(f"{key}: {value!r} is not one of {', '.join(map(str, choices))}")
         return value

@@ -36,7 +36,7 @@ def test_quickstart_recipe_loads_into_typed_dataclasses() -> None:
     assert r.data.min_duration == 0.3 and isinstance(r.data.max_duration, float)
     assert r.model.family == "parakeet"
     assert r.model.config["encoder_config"]["hidden_size"] == 144
-    assert isinstance(r.train.learning_rate, float) and r.train.learning_rate == pytest.approx(2e-3)
+    assert isinstance(r.train.learning_rate, float) and r.train.learning_rate == pytest.approx(3e-3)
     assert r.train.lr_schedule == "cosine" and r.train.epochs == 9
     assert r.data.augment.speed == [0.85, 1.15] and r.data.augment.vtlp == pytest.approx(0.1)
     assert r.train.resume is False and r.train.max_steps is None
@@ -78,6 +78,16 @@ def test_overrides_are_typed() -> None:
     assert r.seed == 5
     assert r.train.warmup_steps is None and r.eval.max_utterances is None
     assert r.train.lr_schedule == "constant"
+
+
+def test_yaml_boolean_words_are_the_choices_they_spell(tmp_path: Path) -> None:
+    """YAML 1.1 reads `no` as false: `train.mixed_precision=no` (or `mixed_precision: no` in a file) means "no"."""
+    assert load_recipe(QUICKSTART, ["train.mixed_precision=bf16", "train.mixed_precision=no"]).train.mixed_precision == "no"
+    path = tmp_path / "r.yaml"
+    path.write_text(f"base: {QUICKSTART.resolve()}\ntrain:\n  mixed_precision: no\n", encoding="utf-8")
+    assert load_recipe(path).train.mixed_precision == "no"
+    with pytest.raises(RecipeError, match="train.lr_schedule: True is not one of"):  # no word of the choices
+        load_recipe(QUICKSTART, ["train.lr_schedule=yes"])
 
 
 def test_parse_override_values() -> None:
